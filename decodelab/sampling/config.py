@@ -1,0 +1,182 @@
+"""`SamplingConfig`: validated sampler options, turned into a processor list and token draws.
+
+One path serves every caller — plain decoding, the target and the draft of speculative
+decoding — so the processed distributions they compare cannot drift apart (as gpt-fast's
+`logits_to_probs` does).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+
+from ..errors import InvalidOption
+from .processors import (
+    EpsilonCutoff, EtaCutoff, FrequencyPresencePenalty, LogitBias, LogitsProcessor, MinP,
+    RepetitionPenalty, Temperature, TokenHistory, TopK, TopP, Typical,
+)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampler options; `temperature=0` is greedy decoding.
+
+    Example:
+        >>> cfg = SamplingConfig(temperature=0.7, top_p=0.9)
+        >>> cfg.greedy
+        False
+    """
+
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    epsilon_cutoff: float | None = None
+    eta_cutoff: float | None = None
+    repetition_penalty: float | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    logit_bias: dict[int, float] | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+    @classmethod
+    def from_options(cls, defaults: dict[str, Any] | None = None, **options: Any) -> SamplingConfig:
+        """Merge a model's defaults with explicit options (None means 'not given')."""
+        merged = {k: v for k, v in (defaults or {}).items() if k in cls.option_names()}
+        merged.update({k: v for k, v in options.items() if v is not None})
+        if "temperature" not in merged:
+            merged["temperature"] = 0.0  # no sampling settings anywhere: greedy, as HF does
+        return cls(**merged)
+
+    def validate(self) -> None:
+        def number(name: str, value: Any) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidOption(f"{name} must be a finite number, got {value!r}")
+            return float(value)
+
+        if number("temperature", self.temperature) < 0:
+            raise InvalidOption(f"temperature must be >= 0 (0 means greedy), got {self.temperature}")
+        if self.top_k is not None:
+            if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+                raise InvalidOption(f"top_k must be a non-negative integer (0 disables), got {self.top_k!r}")
+        for name in ("top_p", "typical_p"):
+            value = getattr(self, name)
+            if value is not None and not 0 < number(name, value) <= 1:
+                raise InvalidOption(f"{name} must be in (0, 1], got {value}")
+        for name in ("min_p", "epsilon_cutoff", "eta_cutoff"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= number(name, value) < 1:
+                raise InvalidOption(f"{name} must be in [0, 1), got {value}")
+        if self.repetition_penalty is not None and number("repetition_penalty", self.repetition_penalty) <= 0:
+            raise InvalidOption(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        for name in ("frequency_penalty", "presence_penalty"):
+            value = getattr(self, name)
+            if value is not None and not -2 <= number(name, value) <= 2:
+                raise InvalidOption(f"{name} must be in [-2, 2], got {value}")
+        if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, dict):
+                raise InvalidOption("logit_bias must map token ids to numbers")
+            for token, bias in self.logit_bias.items():
+                try:
+                    int(token)
+                except (TypeError, ValueError):
+                    raise InvalidOption(f"logit_bias key {token!r} is not a token id") from None
+                if number("logit_bias value", bias) and not -100 <= float(bias) <= 100:
+                    raise InvalidOption(f"logit_bias values must be in [-100, 100], got {bias}")
+
+    def check_vocab(self, vocab_size: int) -> None:
+        for token in (self.logit_bias or {}):
+            if not 0 <= int(token) < vocab_size:
+                raise InvalidOption(f"logit_bias token {token} is outside the vocabulary (0..{vocab_size - 1})")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def with_options(self, **options: Any) -> SamplingConfig:
+        return replace(self, **options)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def processors(self) -> list[LogitsProcessor]:
+        """The processor list in Hugging Face's order: bias, penalties, then warpers."""
+        out: list[LogitsProcessor] = []
+        if self.logit_bias:
+            out.append(LogitBias(tuple((int(t), float(b)) for t, b in self.logit_bias.items())))
+        if self.repetition_penalty not in (None, 1, 1.0):
+            out.append(RepetitionPenalty(float(self.repetition_penalty)))
+        if self.frequency_penalty or self.presence_penalty:
+            out.append(FrequencyPresencePenalty(float(self.frequency_penalty or 0), float(self.presence_penalty or 0)))
+        if self.greedy:
+            return out
+        if self.temperature != 1:
+            out.append(Temperature(float(self.temperature)))
+        if self.top_k:
+            out.append(TopK(int(self.top_k)))
+        if self.top_p is not None and self.top_p < 1:
+            out.append(TopP(float(self.top_p)))
+        if self.min_p:
+            out.append(MinP(float(self.min_p)))
+        if self.typical_p is not None and self.typical_p < 1:
+            out.append(Typical(float(self.typical_p)))
+        if self.epsilon_cutoff:
+            out.append(EpsilonCutoff(float(self.epsilon_cutoff)))
+        if self.eta_cutoff:
+            out.append(EtaCutoff(float(self.eta_cutoff)))
+        return out
+
+    @property
+    def needs_history(self) -> bool:
+        return any(p.needs_history for p in self.processors())
+
+
+def process_logits(logits: torch.Tensor, config: SamplingConfig, history: TokenHistory | None = None,
+                   processors: list[LogitsProcessor] | None = None) -> torch.Tensor:
+    """Processed logits (float32, removed tokens at -inf) for logits [N, V].
+
+    Greedy configs return logits with everything but the argmax removed, so the processed
+    distribution is the one-hot that greedy decoding samples from.
+    """
+    out = logits.float()
+    for processor in processors if processors is not None else config.processors():
+        out = processor(out, history)
+    if config.greedy:
+        top = out.argmax(-1, keepdim=True)
+        out = torch.full_like(out, float("-inf")).scatter(-1, top, 0.0)
+    return out
+
+
+def processed_probs(logits: torch.Tensor, config: SamplingConfig, history: TokenHistory | None = None,
+                    processors: list[LogitsProcessor] | None = None) -> torch.Tensor:
+    """Probabilities of the processed distribution, [N, V]."""
+    return process_logits(logits, config, history, processors).softmax(-1)
+
+
+def sample_from_probs(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw: one token per row of probs [N, V] from uniforms [N] in [0, 1)."""
+    cdf = probs.double().cumsum(-1)
+    target = (uniforms.double().to(probs.device) * cdf[:, -1]).unsqueeze(-1)
+    token = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    # Guard the upper edge against rounding and never land on a zero-probability token.
+    token = token.clamp(max=probs.shape[-1] - 1)
+    zero = probs.gather(-1, token[:, None]).squeeze(-1) <= 0
+    if bool(zero.any()):
+        token = torch.where(zero, probs.argmax(-1), token)
+    return token
+
+
+def draw_uniforms(generators: list[torch.Generator], rows: list[int] | None = None) -> torch.Tensor:
+    """One uniform per row from that row's generator."""
+    rows = range(len(generators)) if rows is None else rows
+    return torch.stack([torch.rand((), dtype=torch.float64, generator=generators[r]) for r in rows])
