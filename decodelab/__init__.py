@@ -1,13 +1,22 @@
 """decodelab: token-level inference with causal language models."""
 
+from .decoding import GenerationOutput, GenerationStats, TokenRecord, generate, stream
 from .errors import (
-    DecodelabError, InstallError, InvalidOption, InvalidPrompt, ModelNotFound, ModelNotInstalled,
-    PromptTooLong, VocabularyMismatch,
+    DecodelabError,
+    InstallError,
+    InvalidOption,
+    InvalidPrompt,
+    ModelNotFound,
+    ModelNotInstalled,
+    PromptTooLong,
+    VocabularyMismatch,
 )
 from .models import LM, load
+from .sampling import KeyedNoise, SamplingConfig
 
 __version__ = "0.1.0"
 __all__ = [
     "DecodelabError", "InstallError", "InvalidOption", "InvalidPrompt", "ModelNotFound",
     "ModelNotInstalled", "PromptTooLong", "VocabularyMismatch", "LM", "load",
+    "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig",
 ]

@@ -14,7 +14,7 @@ fast path). Otherwise chains get a 2D key mask and trees get an additive float 4
 
 from __future__ import annotations
 
-from typing import Sequence as Seq
+from collections.abc import Sequence as Seq
 
 import torch
 
@@ -169,6 +169,22 @@ class Sequence:
             self.next_pos[b] -= count
             del self.ids[b][-count:]
         self._crop_trailing_holes()
+
+    def select_rows(self, rows: Seq[int]) -> None:
+        """Keep only the given rows (in this order), e.g. when other rows have finished."""
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        self.cache.batch_select_indices(index)
+        self.slot_valid = self.slot_valid[index]
+        self.next_pos = self.next_pos[index]
+        self.ids = [self.ids[r] for r in rows]
+        self.batch_size = len(self.ids)
+        any_valid = self.slot_valid.any(0)
+        first = int(any_valid.nonzero().min()) if bool(any_valid.any()) else 0
+        if first > 0:  # columns that were padding for every remaining row
+            for layer in self.cache.layers:
+                layer.keys = layer.keys[:, :, first:]
+                layer.values = layer.values[:, :, first:]
+            self.slot_valid = self.slot_valid[:, first:]
 
     # ----------------------------------------------------------------- internals
     def _as_tensor(self, tokens: torch.Tensor | Seq[Seq[int]]) -> torch.Tensor:

@@ -7,7 +7,7 @@ position is the prefix length plus its depth. Chains are trees with parents = [-
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -1,12 +1,26 @@
 """Sampling: logits processors, the sampler config, token draws and keyed randomness."""
 
 from .config import (
-    SamplingConfig, draw_uniforms, process_logits, processed_probs, sample_from_probs,
+    SamplingConfig,
+    draw_uniforms,
+    process_logits,
+    processed_probs,
+    sample_from_probs,
 )
 from .keyed import KeyedNoise, key_to_int, row_generators, splitmix64
 from .processors import (
-    EpsilonCutoff, EtaCutoff, FrequencyPresencePenalty, LogitBias, LogitsProcessor, MinP,
-    RepetitionPenalty, Temperature, TokenHistory, TopK, TopP, Typical,
+    EpsilonCutoff,
+    EtaCutoff,
+    FrequencyPresencePenalty,
+    LogitBias,
+    LogitsProcessor,
+    MinP,
+    RepetitionPenalty,
+    Temperature,
+    TokenHistory,
+    TopK,
+    TopP,
+    Typical,
 )
 
 __all__ = [

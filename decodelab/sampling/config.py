@@ -15,8 +15,18 @@ import torch
 
 from ..errors import InvalidOption
 from .processors import (
-    EpsilonCutoff, EtaCutoff, FrequencyPresencePenalty, LogitBias, LogitsProcessor, MinP,
-    RepetitionPenalty, Temperature, TokenHistory, TopK, TopP, Typical,
+    EpsilonCutoff,
+    EtaCutoff,
+    FrequencyPresencePenalty,
+    LogitBias,
+    LogitsProcessor,
+    MinP,
+    RepetitionPenalty,
+    Temperature,
+    TokenHistory,
+    TopK,
+    TopP,
+    Typical,
 )
 
 

@@ -1,0 +1,223 @@
+"""The generation loop: propose -> verify -> accept, for a batch of rows.
+
+State between steps: the KV cache holds every token but the last emitted one (`pending`).
+A step forwards [pending, d_1..d_k] in one pass, which scores all k drafts and the position
+after them; the verifier accepts d_1..d_a and emits one more token, the new `pending`; the
+rejected drafts are rolled back. With no proposer, k = 0 and the step is plain decoding.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from ..engine.sequence import Sequence
+from ..models.lm import LM
+from ..sampling.config import SamplingConfig, draw_uniforms, process_logits, sample_from_probs
+from ..sampling.keyed import row_generators
+from ..sampling.processors import TokenHistory
+from .detokenize import IncrementalText
+from .protocols import Proposal, Proposer, Verdict, Verifier
+from .records import GenerationStats, TokenRecord
+
+
+@dataclass
+class RowState:
+    """Bookkeeping of one prompt of the batch."""
+
+    prompt_ids: list[int]
+    output_ids: list[int] = field(default_factory=list)
+    records: list[TokenRecord] = field(default_factory=list)
+    stats: GenerationStats = field(default_factory=GenerationStats)
+    finish_reason: str | None = None
+    text: IncrementalText | None = None
+
+
+@dataclass
+class StepEvent:
+    """Tokens that one row received in one step, and the text they released."""
+
+    row: int
+    token_ids: list[int]
+    text: str
+    finished: bool
+
+
+class DecodeState:
+    """Everything a proposer or verifier may read about the run in progress."""
+
+    def __init__(self, lm: LM, prompts: list[list[int]], config: SamplingConfig, *, seed: int | None,
+                 max_new_tokens: int, stop: tuple[str, ...], top_logprobs: int, records: bool):
+        self.lm = lm
+        self.config = config
+        self.processors = config.processors()
+        self.needs_history = any(p.needs_history for p in self.processors)
+        self.rows = [RowState(prompt_ids=list(p), text=IncrementalText(lm.tokenizer, stop)) for p in prompts]
+        for row in self.rows:
+            row.stats.prompt_tokens = len(row.prompt_ids)
+        self.active: list[int] = list(range(len(prompts)))  # batch index -> row index
+        self.generators = row_generators(seed, len(prompts))
+        self.max_new_tokens = max_new_tokens
+        self.top_logprobs = top_logprobs
+        self.keep_records = records
+        self.seq = Sequence(lm, prompts)
+        self.pending = torch.zeros(len(prompts), dtype=torch.long, device=lm.device)
+
+    # --- what proposers read
+    def context(self, b: int) -> list[int]:
+        """All token ids of active row b: prompt, accepted output, pending token."""
+        row = self.rows[self.active[b]]
+        return row.prompt_ids + row.output_ids
+
+    def history(self, drafts: torch.Tensor | None = None) -> TokenHistory | None:
+        """Penalty histories for each active row, extended along drafts [B, k] if given.
+
+        Rows come out as [B * (k+1)] (position-major within a row) when drafts are given.
+        """
+        if not self.needs_history:
+            return None
+        rows = [self.rows[i] for i in self.active]
+        base = TokenHistory.from_ids([r.prompt_ids for r in rows], [r.output_ids for r in rows],
+                                     self.lm.vocab_size, self.lm.device)
+        return base if drafts is None else base.extend_along(drafts)
+
+    def process(self, logits: torch.Tensor, history: TokenHistory | None) -> torch.Tensor:
+        return process_logits(logits, self.config, history, self.processors)
+
+    def uniforms(self) -> torch.Tensor:
+        """One uniform per active row from that row's own generator."""
+        return draw_uniforms(self.generators, self.active)
+
+    def sample(self, processed_logits: torch.Tensor) -> torch.Tensor:
+        """One token per active row from processed logits [B, V]."""
+        if self.config.greedy:
+            return processed_logits.argmax(-1)
+        return sample_from_probs(processed_logits.softmax(-1), self.uniforms())
+
+
+class SampleVerifier:
+    """The verifier of plain decoding: no drafts, sample the next token from the target."""
+
+    def verify(self, state: DecodeState, target_logits: torch.Tensor, proposal: Proposal) -> Verdict:
+        processed = state.process(target_logits[:, 0], state.history())
+        batch = target_logits.shape[0]
+        return Verdict(torch.zeros(batch, dtype=torch.long), state.sample(processed), ["target"] * batch)
+
+
+def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Verifier | None = None,
+             ) -> Iterator[list[StepEvent]]:
+    """Run the loop to the end, yielding the events of each step."""
+    verifier = verifier or SampleVerifier()
+    start = time.perf_counter()
+    logits = state.seq.prefill()[:, None]
+    prefill_time = time.perf_counter() - start
+    for row in state.rows:
+        row.stats.prefill_time = prefill_time
+        row.stats.target_forwards = 1
+    if proposer is not None:
+        proposer.start(state)
+    proposal = Proposal.empty(len(state.active), state.lm.device)
+    while True:
+        t0 = time.perf_counter()
+        verdict = verifier.verify(state, logits, proposal)
+        verify_done = time.perf_counter()
+        if proposer is not None and proposal.width:
+            proposer.accepted(state, proposal, verdict)
+        state.seq.rollback((proposal.width - verdict.accepted).tolist()) if proposal.width else None
+        events = _emit(state, logits, proposal, verdict)
+        for b, i in enumerate(state.active):
+            state.rows[i].stats.verify_time += verify_done - t0
+        yield events
+        _prune_finished(state, proposer)
+        if not state.active:
+            break
+        state.pending = torch.tensor([state.rows[i].output_ids[-1] for i in state.active], device=state.lm.device)
+        budget = _draft_budget(state)
+        if budget is None:
+            for i in state.active:
+                state.rows[i].finish_reason = "length"
+            yield [StepEvent(i, [], state.rows[i].text.flush(), True) for i in state.active]
+            break
+        t1 = time.perf_counter()
+        proposal = proposer.propose(state, budget) if proposer is not None and max(budget) > 0 else Proposal.empty(
+            len(state.active), state.lm.device)
+        t2 = time.perf_counter()
+        tokens = torch.cat([state.pending[:, None], proposal.tokens.to(state.pending.device)], 1)
+        logits = state.seq.forward(tokens)
+        for i in state.active:
+            stats = state.rows[i].stats
+            stats.draft_time += t2 - t1
+            stats.target_forwards += 1
+    for row in state.rows:
+        row.stats.wall_time = time.perf_counter() - start
+
+
+def _draft_budget(state: DecodeState) -> list[int] | None:
+    """Per active row: how many drafts fit before max_new_tokens and the context end."""
+    room = state.seq.room()
+    if room < 1:
+        return None
+    budget = []
+    for i in state.active:
+        left = state.max_new_tokens - len(state.rows[i].output_ids)
+        budget.append(max(0, min(left - 1, room - 1)))
+    return budget
+
+
+def _emit(state: DecodeState, logits: torch.Tensor, proposal: Proposal, verdict: Verdict) -> list[StepEvent]:
+    events = []
+    logprobs = logits.float().log_softmax(-1) if state.keep_records else None
+    eos = state.lm.eos_token_ids
+    for b, i in enumerate(state.active):
+        row = state.rows[i]
+        accepted = int(verdict.accepted[b])
+        new = proposal.tokens[b, :accepted].tolist() + [int(verdict.next_tokens[b])]
+        sources = ["draft"] * accepted + [verdict.next_source[b]]
+        row.stats.verify_steps += 1
+        if proposal.width:
+            row.stats.record_acceptance(int(proposal.lengths[b]), accepted)
+        taken: list[int] = []
+        for position, (token, source) in enumerate(zip(new, sources)):
+            taken.append(token)
+            row.output_ids.append(token)
+            if logprobs is not None:
+                row.records.append(_record(state, logprobs[b, position], token, source))
+            if token in eos:
+                row.finish_reason = "stop"
+                break
+            if len(row.output_ids) >= state.max_new_tokens:
+                row.finish_reason = "length"
+                break
+        row.stats.new_tokens = len(row.output_ids)
+        text = row.text.add(taken)
+        if row.text.stopped:
+            row.finish_reason = "stop"
+        if row.finish_reason is not None:
+            text += row.text.flush()
+        events.append(StepEvent(i, taken, text, row.finish_reason is not None))
+    return events
+
+
+def _record(state: DecodeState, logprobs: torch.Tensor, token: int, source: str) -> TokenRecord:
+    lm = state.lm
+    p = logprobs.exp()
+    entropy = float(-(torch.nan_to_num(p * logprobs)).sum())
+    top: list[tuple[int, str, float]] = []
+    if state.top_logprobs:
+        values, ids = torch.topk(logprobs, state.top_logprobs)
+        top = [(int(t), lm.token_text(int(t)), float(v)) for t, v in zip(ids, values)]
+    return TokenRecord(int(token), lm.token_text(token), float(logprobs[token]), entropy, top, source)
+
+
+def _prune_finished(state: DecodeState, proposer: Proposer | None) -> None:
+    keep = [b for b, i in enumerate(state.active) if state.rows[i].finish_reason is None]
+    if len(keep) == len(state.active):
+        return
+    state.active = [state.active[b] for b in keep]
+    if keep:
+        state.seq.select_rows(keep)
+        if proposer is not None:
+            proposer.select_rows(keep)
