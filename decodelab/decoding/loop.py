@@ -128,7 +128,7 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
             proposer.accepted(state, proposal, verdict)
         state.seq.rollback((proposal.width - verdict.accepted).tolist()) if proposal.width else None
         events = _emit(state, logits, proposal, verdict)
-        for b, i in enumerate(state.active):
+        for i in state.active:
             state.rows[i].stats.verify_time += verify_done - t0
         yield events
         _prune_finished(state, proposer)
