@@ -1,0 +1,116 @@
+"""Shared fixtures and statistical helpers for decodelab's tests.
+
+Models:
+- `tiny_lm`: tiny-random Llama, vocabulary 16, init_std 0.3, seed 1. Its next-token law after
+  the prompt `TINY_PROMPT` is neither flat nor one-hot (entropy ~1.7 nats, EOS ~0.27), so
+  sampling bugs change it visibly and EOS matters in multi-token enumerations.
+- `tiny_lm_greedy`: same size, seed 2: EOS is unlikely after the prompt, so greedy runs are long.
+- `tiny_lm64`: vocabulary 64 with larger init, for engine (KV cache) tests.
+- `smol`: the packaged SmolLM2-135M-Instruct, loaded once per session (tests using it are slow).
+
+Statistical helpers are plain functions here and exposed as fixtures (`gof`), so that test
+modules in any folder can use them without importing this file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.stats
+
+import decodelab as dl
+
+TINY_PROMPT = [1, 4, 5, 6, 7]  # <bos> e t a o
+PASS_LEVEL = 1e-4  # a correct sampler fails a test at this level once in 10,000 runs
+FAIL_LEVEL = 1e-6  # a negative control must be rejected at least this strongly
+
+
+def chisquare_pvalue(observed, expected_probs, *, min_expected: float = 5.0) -> float:
+    """Chi-square goodness-of-fit p-value of counts against exact probabilities.
+
+    Bins with expected count below `min_expected` are pooled into one bin (dropped if the pool
+    itself is still that small and empty of samples). A sample in a zero-probability bin is
+    an impossible outcome and gives p = 0.
+    """
+    observed = np.asarray(observed, dtype=np.float64).ravel()
+    probs = np.asarray(expected_probs, dtype=np.float64).ravel()
+    if observed.shape != probs.shape:
+        raise ValueError("observed and expected must have the same number of bins")
+    if np.any((probs <= 0) & (observed > 0)):
+        return 0.0
+    probs = probs / probs.sum()
+    n = observed.sum()
+    expected = probs * n
+    big = expected >= min_expected
+    obs = list(observed[big])
+    exp = list(expected[big])
+    pooled_exp = expected[~big].sum()
+    pooled_obs = observed[~big].sum()
+    if pooled_exp >= min_expected:
+        obs.append(pooled_obs)
+        exp.append(pooled_exp)
+    elif pooled_exp > 0 and obs:  # still too small: merge into the smallest kept bin
+        smallest = int(np.argmin(exp))
+        obs[smallest] += pooled_obs
+        exp[smallest] += pooled_exp
+    if len(obs) < 2:
+        return 1.0  # a single bin carries no information (all mass on one outcome)
+    return float(scipy.stats.chisquare(obs, exp).pvalue)
+
+
+def sample_counts(samples, num_bins: int) -> np.ndarray:
+    return np.bincount(np.asarray(samples, dtype=np.int64).ravel(), minlength=num_bins)
+
+
+class GoodnessOfFit:
+    """The helpers as a fixture: `gof.pvalue(counts, probs)`, `gof.assert_matches(...)`."""
+
+    pass_level = PASS_LEVEL
+    fail_level = FAIL_LEVEL
+    pvalue = staticmethod(chisquare_pvalue)
+    counts = staticmethod(sample_counts)
+
+    @staticmethod
+    def assert_matches(samples, probs, what: str = "samples") -> float:
+        probs = np.asarray(probs, dtype=np.float64)
+        p = chisquare_pvalue(sample_counts(samples, probs.size), probs)
+        assert p > PASS_LEVEL, f"{what}: chi-square p = {p:.3g} <= {PASS_LEVEL} against the exact law"
+        return p
+
+    @staticmethod
+    def assert_rejects(samples, probs, what: str = "broken variant") -> float:
+        probs = np.asarray(probs, dtype=np.float64)
+        p = chisquare_pvalue(sample_counts(samples, probs.size), probs)
+        assert p < FAIL_LEVEL, f"{what}: chi-square p = {p:.3g}, the test cannot see this bug"
+        return p
+
+
+@pytest.fixture(scope="session")
+def gof() -> type[GoodnessOfFit]:
+    return GoodnessOfFit
+
+
+@pytest.fixture(scope="session")
+def tiny_prompt() -> list[int]:
+    return list(TINY_PROMPT)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm() -> dl.LM:
+    return dl.load("tiny-random", vocab_size=16, init_std=0.3, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_greedy() -> dl.LM:
+    return dl.load("tiny-random", vocab_size=16, init_std=0.3, seed=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm64() -> dl.LM:
+    return dl.load("tiny-random", vocab_size=64, init_std=0.2, seed=3)
+
+
+@pytest.fixture(scope="session")
+def smol() -> dl.LM:
+    """The packaged SmolLM2-135M-Instruct (about 3 s to load from the safetensors cache)."""
+    return dl.load()
