@@ -268,15 +268,18 @@ def _observed_many(mode, offsets, invs, tables, us, etas, n, ks, gamma, edit):
 
 
 @njit(cache=True, parallel=True)
-def _null_counts(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, gamma, edit, observed, seed,
-                 resamples):
-    count = offsets.shape[0] - 1
-    hits = np.zeros((count, resamples), np.int64)
+def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, gamma, edit, observed, seed,
+               texts, r0, r1):
+    """hits[a, r - r0] = phi(text texts[a], resample r) <= observed, for r in [r0, r1)."""
+    count = texts.shape[0]
+    span = r1 - r0
+    hits = np.zeros((count, span), np.bool_)
     width = _BLOCK if n >= _BLOCK else n
-    for task in prange(count * resamples):
-        t = task // resamples
-        r = task % resamples
-        a, b = offsets[t], offsets[t + 1]
+    for task in prange(count * span):
+        a = task // span
+        r = r0 + task % span
+        t = texts[a]
+        lo, hi = offsets[t], offsets[t + 1]
         uniq = uniq_flat[uniq_offsets[t]:uniq_offsets[t + 1]]
         k = ks[t]
         table = np.empty((n, uniq.shape[0]))
@@ -284,16 +287,28 @@ def _null_counts(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, gam
         eta = np.empty(uniq.shape[0])
         stream = _mix(np.uint64(seed), np.uint64(r + 1))
         _null_key(mode, uniq, vocab, n, stream, table, u, eta)
-        cost = np.empty((b - a, n))
-        _costs(mode, invs[a:b], table, u, eta, n, cost)
+        cost = np.empty((hi - lo, n))
+        _costs(mode, invs[lo:hi], table, u, eta, n, cost)
         prev = np.empty((k + 1, width))
         cur = np.empty((k + 1, width))
         out = np.empty(width)
-        hits[t, r] = _null_at_most(cost, k, n, gamma, edit, observed[t], prev, cur, out)
-    totals = np.zeros(count, np.int64)
-    for t in range(count):
-        totals[t] = hits[t].sum()
-    return totals
+        hits[a, r - r0] = _null_at_most(cost, k, n, gamma, edit, observed[t], prev, cur, out)
+    return hits
+
+
+def sequential_pvalue(hits: list[bool] | np.ndarray, resamples: int, stop_after: int | None) -> float:
+    """Monte Carlo p-value from null comparisons in resample order.
+
+    Besag & Clifford (1991), "Sequential Monte Carlo p-values": stop at the resample L that gives
+    the h-th hit and report h / L; without h hits in T resamples report (1 + hits) / (T + 1). Both
+    are valid p-values; stopping early only coarsens large p-values.
+    """
+    count = 0
+    for index, hit in enumerate(hits[:resamples], start=1):
+        count += bool(hit)
+        if stop_after and count >= stop_after:
+            return stop_after / index
+    return (1.0 + count) / (resamples + 1.0)
 
 
 # ---------------------------------------------------------------- public fast entry point
@@ -318,11 +333,13 @@ def _pack(token_lists: list[np.ndarray]):
 
 def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_tables: list[tuple],
               vocab_size: int, n: int, k: int | None, gamma: float, resamples: int, seed: int = 0,
-              workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Observed statistics and permutation-test p-values for several texts.
+              stop_after: int | None = None, workers: int | None = None,
+              chunk: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observed statistics, permutation-test p-values and resamples used, for several texts.
 
     key_tables[t] is (table [n, U_t], u [n], eta [U_t]) for text t's distinct tokens (sorted), from
-    the secret key. Returns (statistics, p_values).
+    the secret key. With `stop_after=h` a text stops resampling at its h-th null hit (see
+    `sequential_pvalue`); resamples run in chunks across all unfinished texts in parallel.
     """
     set_workers(workers)
     offsets, invs, uniqs, uniq_flat, uniq_offsets = _pack(token_lists)
@@ -335,11 +352,23 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
         us.append(np.ascontiguousarray(np.zeros(1) if u is None else u, np.float64))
         etas.append(np.ascontiguousarray(np.zeros(1) if eta is None else eta, np.float64))
     observed = _observed_many(mode, offsets, invs, tables, us, etas, n, ks, float(gamma), bool(edit))
-    if resamples == 0:
-        return observed, np.ones(len(token_lists))
-    counts = _null_counts(mode, offsets, invs, uniq_flat, uniq_offsets, int(vocab_size), n, ks, float(gamma),
-                          bool(edit), observed, int(seed) & ((1 << 63) - 1), int(resamples))
-    return observed, (1.0 + counts) / (resamples + 1.0)
+    count = len(token_lists)
+    hits = np.zeros((count, resamples), np.bool_)
+    used = np.zeros(count, np.int64)
+    active = np.arange(count, dtype=np.int64)
+    seed = int(seed) & ((1 << 63) - 1)
+    for r0 in range(0, resamples, chunk):
+        if active.size == 0:
+            break
+        r1 = min(resamples, r0 + chunk)
+        block = _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, int(vocab_size), n, ks, float(gamma),
+                           bool(edit), observed, seed, active, r0, r1)
+        hits[active, r0:r1] = block
+        used[active] = r1
+        if stop_after:
+            active = active[hits[active, :r1].sum(axis=1) < stop_after]
+    pvalues = np.array([sequential_pvalue(hits[t, :used[t]], resamples, stop_after) for t in range(count)])
+    return observed, pvalues, used
 
 
 # ---------------------------------------------------------------- naive pure-Python oracle
@@ -399,7 +428,8 @@ def _naive_null_key(mode: int, uniq: list[int], vocab: int, n: int, stream: int)
 
 
 def naive_test(tokens: list[int], *, mode: int, edit: bool, key_table: tuple, vocab_size: int, n: int,
-               k: int | None, gamma: float, resamples: int, seed: int = 0) -> tuple[float, float]:
+               k: int | None, gamma: float, resamples: int, seed: int = 0,
+               stop_after: int | None = None) -> tuple[float, float]:
     """(statistic, p-value) of one text, in plain Python loops: the reference for `fast_test`."""
     tokens = [int(t) for t in tokens]
     uniq = sorted(set(tokens))
@@ -407,13 +437,15 @@ def naive_test(tokens: list[int], *, mode: int, edit: bool, key_table: tuple, vo
     table, u, eta = key_table
     observed = naive_statistic(_naive_costs(mode, tokens, uniq, _rows(table), _vec(u), _vec(eta), n),
                                k, n, gamma, edit)
-    hits = 0
+    hits = []
     for r in range(resamples):
         stream = _py_mix(int(seed) & ((1 << 63) - 1), r + 1)
         table_r, u_r, eta_r = _naive_null_key(mode, uniq, vocab_size, n, stream)
         cost = _naive_costs(mode, tokens, uniq, table_r, u_r, eta_r, n)
-        hits += naive_statistic(cost, k, n, gamma, edit) <= observed
-    return observed, (1.0 + hits) / (resamples + 1.0)
+        hits.append(naive_statistic(cost, k, n, gamma, edit) <= observed)
+        if stop_after and sum(hits) >= stop_after:
+            break
+    return observed, sequential_pvalue(hits, resamples, stop_after)
 
 
 def _rows(table):
