@@ -182,7 +182,7 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
             if body.stream:
                 include_usage = bool(body.stream_options and body.stream_options.include_usage)
                 finished = True  # the stream generator owns the job from here
-                return StreamingResponse(_stream(meta, queue, job, include_usage), media_type="text/event-stream",
+                return StreamingResponse(_stream(meta, queue, job, engine, include_usage), media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
             while True:
                 message = await next_message(queue, request, job)
@@ -201,7 +201,7 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
             return JSONResponse(payload, status_code=status)
         finally:
             if not finished:
-                job.cancel()
+                engine.cancel(job)
 
     # ------------------------------------------------------------------ routes
     @app.get("/health")
@@ -342,7 +342,8 @@ def _chunk(meta: _Meta, choices: list[dict[str, Any]], usage: dict[str, int] | N
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-async def _stream(meta: _Meta, queue: asyncio.Queue, job: Job, include_usage: bool) -> AsyncIterator[str]:
+async def _stream(meta: _Meta, queue: asyncio.Queue, job: Job, engine: Engine,
+                  include_usage: bool) -> AsyncIterator[str]:
     """SSE chunks until the job is done; the job is cancelled if the client goes away."""
     done = False
     offsets = [0] * meta.rows
@@ -386,7 +387,7 @@ async def _stream(meta: _Meta, queue: asyncio.Queue, job: Job, include_usage: bo
                 return
     finally:
         if not done:
-            job.cancel()
+            engine.cancel(job)
 
 
 def _validation_response(exc: RequestValidationError) -> JSONResponse:

@@ -185,6 +185,13 @@ class Engine:
             self._paused = False
             self._cond.notify_all()
 
+    def cancel(self, job: Job) -> None:
+        """Withdraw a job: out of the queue if waiting, rows finished at the next step if running."""
+        job.cancel()
+        with self._cond:
+            if job in self._pending:
+                self._pending.remove(job)
+
     @property
     def queue_length(self) -> int:
         return len(self._pending)
