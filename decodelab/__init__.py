@@ -13,10 +13,11 @@ from .errors import (
 )
 from .models import LM, load
 from .sampling import KeyedNoise, SamplingConfig
+from . import speculative as spec  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [
     "DecodelabError", "InstallError", "InvalidOption", "InvalidPrompt", "ModelNotFound",
     "ModelNotInstalled", "PromptTooLong", "VocabularyMismatch", "LM", "load",
-    "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig",
+    "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
 ]

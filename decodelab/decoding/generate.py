@@ -63,12 +63,12 @@ def prepare(lm: LM, prompt: Prompt | list[Prompt], *, max_new_tokens: int | None
     return state, batch
 
 
-def _method(speculative: Any, config: SamplingConfig):
+def _method(speculative: Any, lm: LM):
     if speculative is None:
         return None, None
     from ..speculative.resolve import resolve_speculative
 
-    return resolve_speculative(speculative, config)
+    return resolve_speculative(speculative, lm)
 
 
 def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, **options: Any,
@@ -87,7 +87,7 @@ def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, 
         True
     """
     state, batch = prepare(lm, prompt, **options)
-    proposer, verifier = _method(speculative, state.config)
+    proposer, verifier = _method(speculative, lm)
     for _ in run_loop(state, proposer, verifier):
         pass
     outputs = [_output(lm, row) for row in state.rows]
@@ -113,7 +113,7 @@ def stream_events(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = N
     """Yield `StepEvent`s (row, token ids, text, finished) as they happen; the final
     `GenerationOutput`s are available as the generator's return value."""
     state, _ = prepare(lm, prompt, **options)
-    proposer, verifier = _method(speculative, state.config)
+    proposer, verifier = _method(speculative, lm)
     for events in run_loop(state, proposer, verifier):
         yield from events
     return [_output(lm, row) for row in state.rows]

@@ -109,32 +109,22 @@ class SampleVerifier:
 
 def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Verifier | None = None,
              ) -> Iterator[list[StepEvent]]:
-    """Run the loop to the end, yielding the events of each step."""
+    """Run the loop to the end, yielding the events of each step.
+
+    The first step drafts right after the prompt: the prefill's last logits score the first
+    draft, and only the drafts are forwarded. Later steps forward [pending, drafts].
+    """
     verifier = verifier or SampleVerifier()
     start = time.perf_counter()
-    logits = state.seq.prefill()[:, None]
+    prefill_logits = state.seq.prefill()[:, None]
     prefill_time = time.perf_counter() - start
     for row in state.rows:
         row.stats.prefill_time = prefill_time
         row.stats.target_forwards = 1
     if proposer is not None:
         proposer.start(state)
-    proposal = Proposal.empty(len(state.active), state.lm.device)
+    first = True
     while True:
-        t0 = time.perf_counter()
-        verdict = verifier.verify(state, logits, proposal)
-        verify_done = time.perf_counter()
-        if proposer is not None and proposal.width:
-            proposer.accepted(state, proposal, verdict)
-        state.seq.rollback((proposal.width - verdict.accepted).tolist()) if proposal.width else None
-        events = _emit(state, logits, proposal, verdict)
-        for i in state.active:
-            state.rows[i].stats.verify_time += verify_done - t0
-        yield events
-        _prune_finished(state, proposer)
-        if not state.active:
-            break
-        state.pending = torch.tensor([state.rows[i].output_ids[-1] for i in state.active], device=state.lm.device)
         budget = _draft_budget(state)
         if budget is None:
             for i in state.active:
@@ -142,28 +132,52 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
             yield [StepEvent(i, [], state.rows[i].text.flush(), True) for i in state.active]
             break
         t1 = time.perf_counter()
-        proposal = proposer.propose(state, budget) if proposer is not None and max(budget) > 0 else Proposal.empty(
-            len(state.active), state.lm.device)
+        if proposer is not None and max(budget) > 0:
+            proposal = proposer.propose(state, budget)
+        else:
+            proposal = Proposal.empty(len(state.active), state.lm.device)
         t2 = time.perf_counter()
-        tokens = torch.cat([state.pending[:, None], proposal.tokens.to(state.pending.device)], 1)
-        logits = state.seq.forward(tokens)
+        drafts = proposal.tokens.to(state.lm.device)
+        if first:
+            logits = prefill_logits
+            if proposal.width:
+                logits = torch.cat([prefill_logits, state.seq.forward(drafts)], 1)
+        else:
+            logits = state.seq.forward(torch.cat([state.pending[:, None], drafts], 1))
+        t3 = time.perf_counter()
+        verdict = verifier.verify(state, logits, proposal)
+        t4 = time.perf_counter()
+        if proposer is not None:
+            proposer.accepted(state, proposal, verdict)
+        if proposal.width:
+            state.seq.rollback((proposal.width - verdict.accepted).tolist())
         for i in state.active:
             stats = state.rows[i].stats
             stats.draft_time += t2 - t1
-            stats.target_forwards += 1
+            stats.verify_time += t4 - t2
+            stats.target_forwards += int(not first or proposal.width > 0)
+        del t3
+        events = _emit(state, logits, proposal, verdict)
+        yield events
+        first = False
+        _prune_finished(state, proposer)
+        if not state.active:
+            break
+        state.pending = torch.tensor([state.rows[i].output_ids[-1] for i in state.active], device=state.lm.device)
     for row in state.rows:
         row.stats.wall_time = time.perf_counter() - start
 
 
 def _draft_budget(state: DecodeState) -> list[int] | None:
     """Per active row: how many drafts fit before max_new_tokens and the context end."""
-    room = state.seq.room()
-    if room < 1:
+    pending = 0 if not state.rows[state.active[0]].output_ids else 1
+    free = state.seq.room() - pending  # tokens the longest row's text can still take
+    if free < 1:
         return None
     budget = []
     for i in state.active:
         left = state.max_new_tokens - len(state.rows[i].output_ids)
-        budget.append(max(0, min(left - 1, room - 1)))
+        budget.append(max(0, min(left - 1, free - 1)))
     return budget
 
 

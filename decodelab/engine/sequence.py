@@ -5,7 +5,8 @@ token of that row's text; left padding and rolled-back or discarded tree slots a
 may therefore hold different numbers of tokens while sharing one cache tensor, which is what
 lets speculative decoding accept different lengths per row. Each row keeps its own next
 position (`next_pos`), so RoPE positions stay those of a contiguous text whatever the holes.
-Trailing all-hole slots are cropped at once; a batch-1 sequence never keeps a hole.
+Trailing all-hole slots are cropped at once; a single row never keeps a hole (rollback crops,
+`select_rows` down to one row squeezes holes out).
 
 Masks. A plain forward of a batch-1 sequence without holes passes no mask (the model's causal
 fast path). Otherwise chains get a 2D key mask and trees get an additive float 4D mask
@@ -178,6 +179,12 @@ class Sequence:
         self.next_pos = self.next_pos[index]
         self.ids = [self.ids[r] for r in rows]
         self.batch_size = len(self.ids)
+        if self.batch_size == 1 and self.has_holes():
+            # a lone row goes back to the unmasked fast path: squeeze its holes out once
+            keep = self.slot_valid[0].nonzero().flatten()[None]
+            self._gather_tail(0, keep)
+            self.slot_valid = torch.ones_like(keep, dtype=torch.bool)
+            return
         any_valid = self.slot_valid.any(0)
         first = int(any_valid.nonzero().min()) if bool(any_valid.any()) else 0
         if first > 0:  # columns that were padding for every remaining row
@@ -214,8 +221,6 @@ class Sequence:
         if keep < self.num_slots:
             self.cache.crop(keep - self.cache.get_seq_length())
             self.slot_valid = self.slot_valid[:, :keep]
-        if self.batch_size == 1 and self.has_holes():
-            raise AssertionError("a batch-1 sequence must not keep holes")
 
     def _gather_tail(self, start: int, index: torch.Tensor) -> None:
         """Replace cache slots [start:] by the slots `index` [B, k] (absolute), per row."""

@@ -62,6 +62,7 @@ def _load_uncached(name: str | os.PathLike, *, progress: bool) -> LM:
         parts = pack.part_paths()
         folder = gguf_cache.cached_folder(pack.name, parts)
         if not gguf_cache.is_cached(folder):
+            quiet_transformers()
             gguf_cache.convert(parts, folder, progress=progress)
         return _load_hf_folder(folder, name=pack.name)
     path = Path(name).expanduser()
@@ -79,9 +80,18 @@ def _load_uncached(name: str | os.PathLike, *, progress: bool) -> LM:
     raise ModelNotFound(f"unknown model '{name}': not a known pack ({known}), a .gguf file or a model folder")
 
 
+def quiet_transformers() -> None:
+    """Silence transformers' per-load progress bars and advisory warnings."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
 def _load_hf_folder(folder: Path, *, name: str) -> LM:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    quiet_transformers()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(

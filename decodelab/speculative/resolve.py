@@ -1,0 +1,104 @@
+"""Turning a user's `speculative=` value into a (proposer, verifier) pair, and methods by name."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..errors import InvalidOption
+from ..models.lm import LM
+from .draft_model import DraftModel
+from .layer_skip import LayerSkip
+from .length import DraftLength
+from .prompt_lookup import PromptLookup
+from .verifiers import GreedyMatch, RejectionSampling
+from .vocab_trim import VocabTrim
+
+VERIFIERS = {"rejection": RejectionSampling, "greedy": GreedyMatch}
+
+
+def _length(target: LM, options: dict[str, Any], k: int, draft: LM | None = None) -> DraftLength | None:
+    if not options.pop("adaptive", False):
+        return None
+    from .cost import verify_cost_curve
+
+    curve = verify_cost_curve(target)
+    draft_cost = 0.0
+    if draft is not None:
+        draft_cost = verify_cost_curve(draft, sizes=(1,))[1]
+    return DraftLength(k_max=k, adaptive=True, verify_cost=curve, draft_cost=draft_cost)
+
+
+def _prompt_lookup(target: LM, draft: LM | None, options: dict[str, Any]):
+    k = options.pop("k", 10)
+    return PromptLookup(k=k, length=_length(target, options, k), **options)
+
+
+def _draft(target: LM, draft: LM | None, options: dict[str, Any]):
+    if draft is None:
+        raise InvalidOption("speculative method 'draft' needs a draft model (--draft NAME / draft=...)")
+    k = options.pop("k", 5)
+    return DraftModel(draft, k=k, length=_length(target, options, k, draft), **options)
+
+
+def _layer_skip(target: LM, draft: LM | None, options: dict[str, Any]):
+    k = options.pop("k", 4)
+    spec = LayerSkip(target, layers=options.pop("layers", None), k=k, **options)
+    return spec
+
+
+def _vocab_trim(target: LM, draft: LM | None, options: dict[str, Any]):
+    if draft is None:
+        raise InvalidOption("speculative method 'vocab-trim' needs a draft model (--draft NAME / draft=...)")
+    from ..bench.suite import suite_texts
+
+    size = options.pop("size", 8192)
+    k = options.pop("k", 5)
+    return VocabTrim.from_corpus(draft, suite_texts(), size=size, k=k, **options)
+
+
+METHODS: dict[str, tuple[Callable[..., Any], str]] = {
+    "prompt-lookup": (_prompt_lookup, "n-gram lookup in prompt and output (options: k, min_ngram, max_ngram, adaptive)"),
+    "draft": (_draft, "draft model with the same tokenizer (options: k, threshold, adaptive; needs --draft)"),
+    "layer-skip": (_layer_skip, "self-drafting with the target's first layers (options: layers, k, threshold)"),
+    "vocab-trim": (_vocab_trim, "draft model with a head trimmed to frequent tokens (options: size, k; needs --draft)"),
+}
+ALIASES = {"pld": "prompt-lookup", "ngram": "prompt-lookup", "draft-model": "draft", "layerskip": "layer-skip"}
+
+
+def make(name: str, target: LM, draft: LM | None = None, **options: Any) -> Any:
+    """Build a speculative method by name, e.g. make("prompt-lookup", lm, k=8).
+
+    Every method accepts `verifier="rejection"|"greedy"` too.
+
+    Example:
+        >>> import decodelab as dl
+        >>> lm = dl.load("tiny-random")
+        >>> spec = make("prompt-lookup", lm, k=4)
+    """
+    if not isinstance(name, str):
+        raise InvalidOption("a speculative method name must be a string")
+    key = ALIASES.get(name.strip().lower(), name.strip().lower())
+    if key not in METHODS:
+        raise InvalidOption(f"unknown speculative method '{name}'; known: {', '.join(METHODS)}")
+    verifier = options.pop("verifier", None)
+    try:
+        method = METHODS[key][0](target, draft, dict(options))
+    except TypeError as exc:
+        raise InvalidOption(f"bad option for speculative method '{key}': {exc}") from None
+    if verifier is not None:
+        if verifier not in VERIFIERS:
+            raise InvalidOption(f"unknown verifier '{verifier}'; known: {', '.join(VERIFIERS)}")
+        method.verifier = VERIFIERS[verifier]()
+    return method
+
+
+def resolve_speculative(speculative: Any, lm: LM) -> tuple[Any, Any]:
+    """(proposer, verifier) for a method object, a method name, or a (proposer, verifier) pair."""
+    if isinstance(speculative, str):
+        speculative = make(speculative, lm)
+    if isinstance(speculative, tuple) and len(speculative) == 2:
+        return speculative
+    if not all(hasattr(speculative, m) for m in ("start", "propose", "accepted", "select_rows")):
+        raise InvalidOption("speculative must be a method name or a proposer such as dl.spec.PromptLookup()")
+    verifier = getattr(speculative, "verifier", None) or RejectionSampling()
+    return speculative, verifier
