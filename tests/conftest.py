@@ -114,3 +114,22 @@ def tiny_lm64() -> dl.LM:
 def smol() -> dl.LM:
     """The packaged SmolLM2-135M-Instruct (about 3 s to load from the safetensors cache)."""
     return dl.load()
+
+
+def _load_exact_reference():
+    """Load tests/sampling/exact_reference.py once under the name `exact_reference`, so test
+    modules in any folder can `import exact_reference` (it is a helper, not a test module)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "exact_reference" in sys.modules:
+        return sys.modules["exact_reference"]
+    spec = importlib.util.spec_from_file_location("exact_reference", Path(__file__).parent / "sampling" / "exact_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["exact_reference"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+exact_reference = _load_exact_reference()
