@@ -39,6 +39,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _MASK = (1 << 64) - 1
+_MINMAX = {"nnan", "ninf"}  # lets min() compile to vminsd; no reassociation or FMA contraction
 _BLOCK = 16  # shifts computed together in the decision kernel (one AVX-512 double vector x 2)
 
 
@@ -79,16 +80,22 @@ def _py_unif(h: int) -> float:
 # ---------------------------------------------------------------- fast kernels (numba)
 @njit(cache=True)
 def _costs(mode, inv, table, u, eta, n, out):
-    """out[i, l] = base cost of text position i against key position l."""
+    """out[i, l] = base cost of text position i against key position l (computed once per
+    distinct token, then copied to the positions where it occurs)."""
+    distinct = eta.shape[0] if mode != 0 else table.shape[1]
+    per_token = np.empty((distinct, n))
+    for t in range(distinct):
+        if mode == 0:
+            for l in range(n):
+                per_token[t, l] = math.log1p(-table[l, t])
+        elif mode == 1:
+            for l in range(n):
+                per_token[t, l] = -(u[l] - 0.5) * (eta[t] - 0.5)
+        else:
+            for l in range(n):
+                per_token[t, l] = abs(u[l] - eta[t])
     for i in range(inv.shape[0]):
-        t = inv[i]
-        for l in range(n):
-            if mode == 0:
-                out[i, l] = math.log1p(-table[l, t])
-            elif mode == 1:
-                out[i, l] = -(u[l] - 0.5) * (eta[t] - 0.5)
-            else:
-                out[i, l] = abs(u[l] - eta[t])
+        out[i, :] = per_token[inv[i]]
 
 
 @njit(cache=True)
@@ -131,7 +138,7 @@ def _extend(cost, i0, k, n, width):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=_MINMAX)
 def _edit_shifts(ext, k, gamma, j0, width, prev, cur, out):
     """Levenshtein costs A_j for shifts j0..j0+width-1, vectorised across shifts."""
     for l in range(k + 1):
@@ -144,14 +151,8 @@ def _edit_shifts(ext, k, gamma, j0, width, prev, cur, out):
         for l in range(1, k + 1):
             base = j0 + l - 1
             for b in range(width):
-                v = prev[l, b] + gamma
-                left = cur[l - 1, b] + gamma
-                diag = prev[l - 1, b] + row[base + b]
-                if left < v:
-                    v = left
-                if diag < v:
-                    v = diag
-                cur[l, b] = v
+                v = min(prev[l, b] + gamma, cur[l - 1, b] + gamma)
+                cur[l, b] = min(v, prev[l - 1, b] + row[base + b])
         prev, cur = cur, prev
     for b in range(width):
         out[b] = prev[k, b]
@@ -193,54 +194,61 @@ def _statistic(cost, k, n, gamma, edit):
     return best
 
 
+@njit(cache=True, fastmath=_MINMAX)
+def _relaxed(ext, k, gamma, c0, c1, row):
+    """Lower bound on A_j for every shift j with [j, j+k) inside [c0, c1): the same alignment with
+    free key gaps before and after (start anywhere in row 0, end anywhere in row k)."""
+    width = c1 - c0
+    for c in range(width + 1):
+        row[c] = 0.0
+    for i in range(1, k + 1):
+        cost = ext[i - 1]
+        diag = row[0]
+        left = i * gamma
+        row[0] = left
+        for c in range(1, width + 1):
+            up = row[c]
+            left = min(min(up + gamma, left + gamma), diag + cost[c0 + c - 1])
+            diag = up
+            row[c] = left
+    best = np.inf
+    for c in range(width + 1):
+        if row[c] < best:
+            best = row[c]
+    return best
+
+
 @njit(cache=True)
 def _edit_at_most(cost, i0, k, n, gamma, threshold, prev, cur, out):
-    """True iff min_j A_j <= threshold for block i0 (exact; see module docstring)."""
-    width = _BLOCK if n >= _BLOCK else n
+    """True iff min_j A_j <= threshold for block i0 (exact; see module docstring).
+
+    Branch and bound over ranges of shifts: `_relaxed` bounds a whole range with one DP; ranges
+    whose bound exceeds the threshold are dropped, others are halved down to `_BLOCK` shifts,
+    which are computed exactly.
+    """
+    width = out.shape[0]
     ext = _extend(cost, i0, k, n, n + k + width)
-    delta = np.empty(n)
-    for c in range(n):
-        cmin = np.inf
-        for i in range(k):
-            if ext[i, c] < cmin:
-                cmin = ext[i, c]
-        delta[c] = gamma + max(-gamma, gamma - cmin)
-    lower = np.full(n, -np.inf)
-    done = np.zeros(n, np.bool_)
+    row = np.empty(n + k + width + 1)
     margin = 1e-7 * (1.0 + abs(threshold))
-    centre = 0
-    while True:
-        j0 = (centre - width // 2) % n
-        _edit_shifts(ext, k, gamma, j0, width, prev, cur, out)
-        for b in range(width):
-            if out[b] <= threshold:
-                return True
-            j = (j0 + b) % n
-            done[j] = True
-            lower[j] = out[b]
-        # Lower bounds beyond the block's ends: A_{j+1} >= A_j - Delta_{j+k}, A_{j-1} >= A_j - Delta_{j-1}.
-        v = out[width - 1]
-        j = (j0 + width - 1) % n
-        for _ in range(n - width):
-            v -= delta[(j + k) % n]
-            j = (j + 1) % n
-            if v > lower[j]:
-                lower[j] = v
-        v = out[0]
-        j = j0
-        for _ in range(n - width):
-            j = (j - 1) % n
-            v -= delta[j]
-            if v > lower[j]:
-                lower[j] = v
-        centre = -1
-        least = np.inf
-        for j in range(n):
-            if not done[j] and lower[j] < least:
-                least = lower[j]
-                centre = j
-        if centre < 0 or least > threshold + margin:
-            return False
+    starts = [0]
+    sizes = [n]
+    while len(starts) > 0:
+        s = starts.pop()
+        w = sizes.pop()
+        if w <= width:
+            _edit_shifts(ext, k, gamma, s, width, prev, cur, out)
+            for b in range(w):
+                if out[b] <= threshold:
+                    return True
+            continue
+        if _relaxed(ext, k, gamma, s, s + w - 1 + k, row) > threshold + margin:
+            continue
+        half = w // 2
+        starts.append(s + half)
+        sizes.append(w - half)
+        starts.append(s)
+        sizes.append(half)
+    return False
 
 
 @njit(cache=True)
