@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..decoding.detokenize import validate_stop
 from ..decoding.records import GenerationOutput, TokenRecord
@@ -33,7 +34,7 @@ from ..sampling.config import SamplingConfig
 from . import metrics
 from .engine import Engine, Job, batch_key
 from .errors import APIError, error_body, error_response, from_exception
-from .schemas import ChatCompletionRequest, CompletionRequest, DecodelabOptions
+from .schemas import ChatCompletionRequest, CompletionRequest, DecodelabOptions, error_responses
 
 STATIC = Path(__file__).parent / "static"
 
@@ -97,6 +98,14 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _validation_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Framework errors (undecodable body, unknown path, wrong method) get the same body shape.
+        message = exc.detail if isinstance(exc.detail, str) else "invalid request"
+        if message == "There was an error parsing the body":
+            message = "the request body is not valid JSON"
+        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
@@ -208,28 +217,35 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
     async def health() -> dict[str, Any]:
         return {"status": "ok", "models": list(models), "queue_length": engine.queue_length}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    api_errors = error_responses(401)
+    generation_errors = {
+        200: {"description": "a completion (JSON), or server-sent events when stream=true",
+              "content": {"text/event-stream": {}}},
+        **error_responses(400, 401, 404, 413, 429, 499, 503),
+    }
+
+    @app.get("/metrics", response_class=PlainTextResponse, responses=api_errors)
     async def metrics_page() -> PlainTextResponse:
         return PlainTextResponse(metrics.render(requests, engine), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=api_errors)
     async def list_models() -> dict[str, Any]:
         return {"object": "list", "data": [
             {"id": name, "object": "model", "created": created, "owned_by": "decodelab"} for name in models]}
 
-    @app.get("/v1/models/{model_id}")
+    @app.get("/v1/models/{model_id}", responses=error_responses(401, 404))
     async def get_model(model_id: str) -> dict[str, Any]:
         name = resolve_model(model_id)
         return {"id": name, "object": "model", "created": created, "owned_by": "decodelab"}
 
-    @app.get("/v1/decodelab/info")
+    @app.get("/v1/decodelab/info", responses=api_errors)
     async def info() -> dict[str, Any]:
         """What the viewer needs: models, speculative methods, sampler options, limits."""
         return {"models": list(models), "speculative_methods": _speculative_names(),
                 "sampler_options": SamplingConfig.option_names(),
                 "max_tokens_limit": config.max_tokens_limit, "max_batch": config.max_batch}
 
-    @app.post("/v1/completions")
+    @app.post("/v1/completions", responses=generation_errors)
     async def completions(request: Request, body: CompletionRequest) -> Any:
         if body.suffix:
             raise APIError(400, "suffix is not supported", param="suffix", code="unsupported")
@@ -243,7 +259,7 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
                          default_max=min(config.completion_default_max_tokens, config.max_tokens_limit),
                          logprobs=body.logprobs)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", responses=generation_errors)
     async def chat_completions(request: Request, body: ChatCompletionRequest) -> Any:
         if body.max_tokens is not None and body.max_completion_tokens is not None:
             raise APIError(400, "give max_tokens or max_completion_tokens, not both", param="max_tokens")

@@ -152,3 +152,24 @@ class ChatCompletionRequest(DecodelabOptions):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     max_completion_tokens: int | None = Field(None, ge=1)
     response_format: ResponseFormat | None = None
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The OpenAI-style error body every 4xx/5xx carries."""
+
+    error: ErrorDetail
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses."""
+    text = {400: "invalid request", 401: "missing or wrong API key", 404: "unknown model",
+            413: "request body too large", 429: "request queue full", 499: "client closed the request",
+            503: "timed out in the queue or shutting down"}
+    return {s: {"model": ErrorResponse, "description": text[s]} for s in statuses}
