@@ -80,7 +80,7 @@ def _load_model(name: str | None, threads: int | None):
 def _run(args: argparse.Namespace) -> int:
     from .harness import run_bench
     from .methods import make_methods, parse_method_options
-    from .report import summary_table, write_report
+    from .report import busy_warning, summary_table, write_report
     from .suite import load_suite
 
     if args.threads is not None and args.threads < 1:
@@ -117,6 +117,9 @@ def _run(args: argparse.Namespace) -> int:
     paths = write_report(result, out_dir)
     print()
     print(summary_table(result))
+    warning = busy_warning(result.machine)
+    if warning:
+        print(warning)
     if result.skipped:
         print(f"skipped {len(result.skipped)} prompt(s) longer than the context: "
               + ", ".join(s["prompt_id"] for s in result.skipped))

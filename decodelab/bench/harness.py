@@ -202,6 +202,7 @@ def run_bench(lm: LM, methods: Sequence[str | BenchMethod], suite: Suite | str, 
         raise InvalidOption(f"no prompt of suite '{suite.name}' fits the model's context with "
                             f"{max_new_tokens} new tokens")
 
+    load_before = _load_average()
     started = time.perf_counter()
     if warmup:
         warm = bench_methods if warmup in (True, "all") else bench_methods[:1]
@@ -230,6 +231,9 @@ def run_bench(lm: LM, methods: Sequence[str | BenchMethod], suite: Suite | str, 
                     result.matches_reference = result.first_mismatch is None
             runs.extend(per_prompt[name] for name in order)
 
+    machine = machine_info(command)
+    # Other processes on the machine distort every timing; keep the evidence beside the numbers.
+    machine["load_average"] = {"start": load_before, "end": _load_average()}
     summary = _summarise(runs, order, greedy)
     categories = list(dict.fromkeys(p.category for p in prompts))
     by_category = {c: _summarise([r for r in runs if r.category == c], order, greedy) for c in categories}
@@ -245,7 +249,7 @@ def run_bench(lm: LM, methods: Sequence[str | BenchMethod], suite: Suite | str, 
         summary=summary,
         by_category=by_category,
         memory=memory,
-        machine=machine_info(command),
+        machine=machine,
         reference=reference,
         skipped=skipped,
         method_info={m.name: {"kind": m.kind, "lossless": m.lossless, "description": m.description}
@@ -339,6 +343,14 @@ def _memory_now() -> dict[str, float]:
     except (ImportError, OSError):
         pass
     return out
+
+
+def _load_average() -> float | None:
+    """One-minute load average (None where the OS has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _cpu_model() -> str:

@@ -65,6 +65,7 @@ def to_markdown(result: BenchResult) -> str:
         f"- machine: {m.get('cpu')}, {m.get('torch_threads')} torch threads, torch {m.get('torch')}, "
         f"transformers {m.get('transformers')}; {m.get('date')}",
         f"- command: `{m.get('command')}`",
+        *([f"- **warning**: {busy_warning(m)}"] if busy_warning(m) else []),
         *([f"- skipped (longer than the context): {', '.join(x['prompt_id'] for x in result.skipped)}"]
           if result.skipped else []),
         "",
@@ -115,6 +116,17 @@ def to_markdown(result: BenchResult) -> str:
             mem = result.memory.get(n, {})
             lines.append(f"| {n} | {_num(mem.get('peak_rss_mb'), 0)} | {_num(mem.get('rss_mb'), 0)} |")
     return "\n".join(lines) + "\n"
+
+
+def busy_warning(machine: dict[str, Any]) -> str:
+    """A warning when the load average exceeded the CPU count during the run, else ''."""
+    load = machine.get("load_average") or {}
+    worst = max((v for v in load.values() if v is not None), default=None)
+    cpus = machine.get("cpu_count") or 1
+    if worst is None or worst <= cpus:
+        return ""
+    return (f"the machine was busy (1-minute load average up to {worst:.1f} on {cpus} CPUs): "
+            "timings and ratios are noisy")
 
 
 def summary_table(result: BenchResult) -> str:

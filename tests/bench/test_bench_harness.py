@@ -114,6 +114,7 @@ def test_reports_are_written_and_parse(greedy_result, tmp_path):
     assert len(data["runs"]) == 12 and {"token_ids", "wall_time", "target_forwards"} <= set(data["runs"][0])
     assert data["summary"]["hf"]["mismatches"] == 0
     assert data["machine"]["torch"] and data["machine"]["torch_threads"] >= 1 and data["machine"]["date"]
+    assert set(data["machine"]["load_average"]) == {"start", "end"}
     md = paths["markdown"].read_text()
     assert "| method | ms/token | tok/s |" in md and "vs HF generate" in md
     rows = [line for line in md.splitlines() if line.startswith("| hf-assisted |")]
@@ -123,6 +124,13 @@ def test_reports_are_written_and_parse(greedy_result, tmp_path):
 
     image = matplotlib.image.imread(paths["png"])
     assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+
+
+def test_busy_machine_is_flagged():
+    from decodelab.bench.report import busy_warning
+
+    assert busy_warning({"cpu_count": 2, "load_average": {"start": 1.0, "end": 1.5}}) == ""
+    assert "busy" in busy_warning({"cpu_count": 2, "load_average": {"start": 1.0, "end": 4.5}})
 
 
 def _fake(name, proposed_by_position, accepted_by_position, tokens):
