@@ -4,8 +4,10 @@ Built-in methods:
 
 - `plain`: decodelab's own loop with no proposer (`dl.generate`).
 - `hf`: Hugging Face `model.generate` on the same prompt ids and settings (the baseline).
-- `hf-prompt-lookup`: HF prompt lookup decoding (Saxena, 2023), 10 tokens per lookup.
-- `hf-assisted`: HF assisted generation (Leviathan et al., 2023) with a draft model.
+- `hf-prompt-lookup`: HF prompt lookup decoding (A. Saxena, 2023, "Prompt Lookup Decoding"),
+  10 tokens per lookup.
+- `hf-assisted`: HF assisted generation with a draft model, i.e. speculative decoding (Y. Leviathan,
+  M. Kalman, Y. Matias, 2023, "Fast Inference from Transformers via Speculative Decoding").
 
 Any other name is a decodelab speculative method made by `decodelab.speculative.make(name,
 target=..., draft=..., **options)` and run through `dl.generate(..., speculative=...)`.
