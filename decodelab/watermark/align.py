@@ -28,10 +28,15 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import numpy as np
-from numba import njit, prange, set_num_threads
 from numba import config as numba_config
+from numba import njit, prange, set_num_threads
+from numba.core.errors import NumbaTypeSafetyWarning
+
+# prange indices are unsigned inside numba's parallel loops; the casts back are safe here.
+warnings.filterwarnings("ignore", category=NumbaTypeSafetyWarning)
 
 EXP, ITS, ITS_EDIT = 0, 1, 2  # cost modes; EXP-edit is EXP costs with edit=True
 
@@ -80,20 +85,20 @@ def _py_unif(h: int) -> float:
 # ---------------------------------------------------------------- fast kernels (numba)
 @njit(cache=True)
 def _costs(mode, inv, table, u, eta, n, out):
-    """out[i, l] = base cost of text position i against key position l (computed once per
+    """out[i, pos] = base cost of text position i against key position pos (computed once per
     distinct token, then copied to the positions where it occurs)."""
     distinct = eta.shape[0] if mode != 0 else table.shape[1]
     per_token = np.empty((distinct, n))
     for t in range(distinct):
         if mode == 0:
-            for l in range(n):
-                per_token[t, l] = math.log1p(-table[l, t])
+            for pos in range(n):
+                per_token[t, pos] = math.log1p(-table[pos, t])
         elif mode == 1:
-            for l in range(n):
-                per_token[t, l] = -(u[l] - 0.5) * (eta[t] - 0.5)
+            for pos in range(n):
+                per_token[t, pos] = -(u[pos] - 0.5) * (eta[t] - 0.5)
         else:
-            for l in range(n):
-                per_token[t, l] = abs(u[l] - eta[t])
+            for pos in range(n):
+                per_token[t, pos] = abs(u[pos] - eta[t])
     for i in range(inv.shape[0]):
         out[i, :] = per_token[inv[i]]
 
@@ -103,13 +108,13 @@ def _null_key(mode, uniq, vocab, n, stream, table, u, eta):
     """A fresh random key sequence for the text's distinct tokens (resample `stream`)."""
     nu = uniq.shape[0]
     if mode == 0:
-        for l in range(n):
-            base = np.uint64(l) * np.uint64(vocab)
+        for pos in range(n):
+            base = np.uint64(pos) * np.uint64(vocab)
             for t in range(nu):
-                table[l, t] = _unif(_mix(stream, base + np.uint64(uniq[t])))
+                table[pos, t] = _unif(_mix(stream, base + np.uint64(uniq[t])))
         return
-    for l in range(n):
-        u[l] = _unif(_mix(stream, np.uint64(l)))
+    for pos in range(n):
+        u[pos] = _unif(_mix(stream, np.uint64(pos)))
     # A uniformly random injective map token -> rank: sequential draws with rejection.
     counter = np.uint64(1) << np.uint64(62)
     for t in range(nu):
@@ -141,18 +146,18 @@ def _extend(cost, i0, k, n, width):
 @njit(cache=True, fastmath=_MINMAX)
 def _edit_shifts(ext, k, gamma, j0, width, prev, cur, out):
     """Levenshtein costs A_j for shifts j0..j0+width-1, vectorised across shifts."""
-    for l in range(k + 1):
+    for pos in range(k + 1):
         for b in range(width):
-            prev[l, b] = l * gamma
+            prev[pos, b] = pos * gamma
     for i in range(1, k + 1):
         row = ext[i - 1]
         for b in range(width):
             cur[0, b] = i * gamma
-        for l in range(1, k + 1):
-            base = j0 + l - 1
+        for pos in range(1, k + 1):
+            base = j0 + pos - 1
             for b in range(width):
-                v = min(prev[l, b] + gamma, cur[l - 1, b] + gamma)
-                cur[l, b] = min(v, prev[l - 1, b] + row[base + b])
+                v = min(prev[pos, b] + gamma, cur[pos - 1, b] + gamma)
+                cur[pos, b] = min(v, prev[pos - 1, b] + row[base + b])
         prev, cur = cur, prev
     for b in range(width):
         out[b] = prev[k, b]
@@ -164,8 +169,8 @@ def _plain_block(cost, i0, k, n):
     best = np.inf
     for j in range(n):
         s = 0.0
-        for l in range(k):
-            s += cost[i0 + l, (j + l) % n]
+        for pos in range(k):
+            s += cost[i0 + pos, (j + pos) % n]
         if s < best:
             best = s
     return best
@@ -386,20 +391,20 @@ def _naive_costs(mode: int, tokens: list[int], uniq: list[int], table, u, eta, n
     for tok in tokens:
         t = index[tok]
         if mode == EXP:
-            rows.append([math.log1p(-float(table[l][t])) for l in range(n)])
+            rows.append([math.log1p(-float(table[pos][t])) for pos in range(n)])
         elif mode == ITS:
-            rows.append([-(float(u[l]) - 0.5) * (float(eta[t]) - 0.5) for l in range(n)])
+            rows.append([-(float(u[pos]) - 0.5) * (float(eta[t]) - 0.5) for pos in range(n)])
         else:
-            rows.append([abs(float(u[l]) - float(eta[t])) for l in range(n)])
+            rows.append([abs(float(u[pos]) - float(eta[t])) for pos in range(n)])
     return rows
 
 
 def _naive_levenshtein(cost: list[list[float]], i0: int, j: int, k: int, n: int, gamma: float) -> float:
-    prev = [l * gamma for l in range(k + 1)]
+    prev = [pos * gamma for pos in range(k + 1)]
     for i in range(1, k + 1):
         cur = [i * gamma] + [0.0] * k
-        for l in range(1, k + 1):
-            cur[l] = min(prev[l] + gamma, cur[l - 1] + gamma, prev[l - 1] + cost[i0 + i - 1][(j + l - 1) % n])
+        for pos in range(1, k + 1):
+            cur[pos] = min(prev[pos] + gamma, cur[pos - 1] + gamma, prev[pos - 1] + cost[i0 + i - 1][(j + pos - 1) % n])
         prev = cur
     return prev[k]
 
@@ -413,16 +418,16 @@ def naive_statistic(cost: list[list[float]], k: int, n: int, gamma: float, edit:
                 value = _naive_levenshtein(cost, i0, j, k, n, gamma)
             else:
                 value = 0.0
-                for l in range(k):
-                    value += cost[i0 + l][(j + l) % n]
+                for pos in range(k):
+                    value += cost[i0 + pos][(j + pos) % n]
             best = min(best, value)
     return best
 
 
 def _naive_null_key(mode: int, uniq: list[int], vocab: int, n: int, stream: int):
     if mode == EXP:
-        return [[_py_unif(_py_mix(stream, l * vocab + tok)) for tok in uniq] for l in range(n)], None, None
-    u = [_py_unif(_py_mix(stream, l)) for l in range(n)]
+        return [[_py_unif(_py_mix(stream, pos * vocab + tok)) for tok in uniq] for pos in range(n)], None, None
+    u = [_py_unif(_py_mix(stream, pos)) for pos in range(n)]
     eta: list[float] = []
     counter = 1 << 62
     for _ in uniq:

@@ -1,0 +1,146 @@
+"""Watermark detection with p-values for EXP, ITS (Kuditipudi et al. 2023), KGW (Kirchenbauer et
+al. 2023) and the black-box selection scheme.
+
+- EXP / ITS: the paper's statistics (edit-robust by default) and its permutation test over fresh
+  random key sequences (`decodelab.watermark.align`); the p-value is exact under H0 (text
+  independent of the key) for any number of resamples.
+- KGW: z-score of the green-token count over scored tokens (each token after the first, seeded by
+  its predecessor); the p-value is the one-sided normal tail, as in the paper (approximate for short
+  texts; repeated (previous, token) pairs are counted once so that scored tokens are independent).
+- black-box: see `decodelab.watermark.blackbox` (exact Gamma tail).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
+
+from ..errors import InvalidOption, InvalidPrompt
+from ..models.lm import LM
+from . import align
+from .keys import EmptyText, check_key, check_tokens, exp_key_sequence, green_mask, its_key
+
+DETECT_SCHEMES = ("exp", "its", "kgw", "blackbox")
+DEFAULT_GAMMA = {"exp": 0.0, "its": 0.4}  # the paper's gap costs for EXP-edit / ITS-edit
+
+
+@dataclass
+class Detection:
+    """One text's result: p-value (small = watermarked), the statistic and its details."""
+
+    p_value: float
+    statistic: float
+    tokens: int
+    scheme: str
+    resamples: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tokenize_texts(lm: LM | None, texts: Any) -> list[np.ndarray]:
+    """A text, a list of texts, a token-id list or a list of token-id lists -> token id arrays."""
+    if isinstance(texts, str) or (isinstance(texts, (list, tuple)) and texts and all(
+            isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in texts)):
+        texts = [texts]
+    if not isinstance(texts, (list, tuple)) or not texts:
+        raise EmptyText("no text to detect")
+    out = []
+    for text in texts:
+        if isinstance(text, str):
+            if lm is None:
+                raise InvalidOption("detecting text (not token ids) needs the model's tokenizer: pass lm")
+            if not text.strip():
+                raise EmptyText("the text is empty")
+            ids = list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if not ids:
+                raise EmptyText("the text encodes to no tokens")
+            out.append(np.asarray(ids, np.int64))
+        elif isinstance(text, (list, tuple, np.ndarray, torch.Tensor)):
+            out.append(np.asarray(text.tolist() if isinstance(text, torch.Tensor) else text))
+        else:
+            raise InvalidPrompt("each text is a string or a list of token ids")
+    return out
+
+
+def detect(lm: LM | None, texts: Any, *, key: Any, scheme: str = "exp", vocab_size: int | None = None,
+           n: int = 256, edit: bool = True, gamma: float | None = None, block: int | None = None,
+           resamples: int = 1000, stop_after: int | None = None, seed: int = 0, green_fraction: float = 0.25,
+           workers: int | None = None) -> list[Detection]:
+    """p-values for texts (strings need `lm`; token ids need `lm` or `vocab_size`).
+
+    EXP/ITS options: n (key length used at generation), edit (edit-robust statistic), gamma (gap
+    cost; default 0 for EXP, 0.4 for ITS), block (sub-block length k; default the whole text),
+    resamples (T), stop_after (Besag-Clifford early stop after this many null hits; None = all T),
+    seed (of the resampled keys). KGW: green_fraction.
+
+    Example:
+        >>> import decodelab as dl
+        >>> from decodelab import watermark
+        >>> lm = dl.load("tiny-random", vocab_size=32)
+        >>> [d] = watermark.detect(lm, [[5, 6, 7, 8]], key="secret", resamples=19)
+        >>> 0 < d.p_value <= 1
+        True
+    """
+    if scheme not in DETECT_SCHEMES:
+        raise InvalidOption(f"unknown watermark scheme {scheme!r}; choose one of {', '.join(DETECT_SCHEMES)}")
+    check_key(key)
+    vocab = lm.vocab_size if lm is not None else vocab_size
+    if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 2:
+        raise InvalidOption("detect needs lm (a loaded model) or vocab_size >= 2")
+    token_lists = [check_tokens(t, vocab) for t in tokenize_texts(lm, texts)]
+    if scheme == "kgw":
+        return [kgw_detect(t, key=key, vocab_size=vocab, gamma=green_fraction) for t in token_lists]
+    if scheme == "blackbox":
+        from .blackbox import blackbox_detect
+
+        return [blackbox_detect(t, key=key) for t in token_lists]
+    for name, value, low in (("n", n, 1), ("resamples", resamples, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InvalidOption(f"{name} must be an integer >= {low}, got {value!r}")
+    if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
+        raise InvalidOption(f"block must be a positive integer, got {block!r}")
+    gamma = DEFAULT_GAMMA[scheme] if gamma is None else float(gamma)
+    if not math.isfinite(gamma) or gamma < 0:
+        raise InvalidOption(f"gamma (gap cost) must be >= 0, got {gamma}")
+    mode = align.EXP if scheme == "exp" else (align.ITS_EDIT if edit else align.ITS)
+    tables = key_tables(scheme, key, n, vocab, token_lists)
+    statistics, pvalues, used = align.fast_test(
+        token_lists, mode=mode, edit=edit, key_tables=tables, vocab_size=vocab, n=n, k=block, gamma=gamma,
+        resamples=resamples, seed=seed, stop_after=stop_after, workers=workers)
+    return [Detection(float(p), float(s), len(t), scheme + ("-edit" if edit else ""), int(r))
+            for p, s, t, r in zip(pvalues, statistics, token_lists, used)]
+
+
+def key_tables(scheme: str, key: Any, n: int, vocab: int, token_lists: list[np.ndarray]) -> list[tuple]:
+    """Per text: the key restricted to its distinct tokens, as `align` expects."""
+    out = []
+    if scheme == "exp":
+        xi = exp_key_sequence(key, n, vocab)
+        for tokens in token_lists:
+            out.append((xi[:, np.unique(tokens)], None, None))
+    else:
+        u, rank = its_key(key, n, vocab)
+        for tokens in token_lists:
+            out.append((None, u, rank[np.unique(tokens)] / (vocab - 1.0)))
+    return out
+
+
+def kgw_detect(tokens: np.ndarray, *, key: Any, vocab_size: int, gamma: float = 0.25) -> Detection:
+    """z-score test of Kirchenbauer et al.: green count among distinct (previous, token) pairs."""
+    if not 0 < gamma < 1:
+        raise InvalidOption(f"green_fraction must be in (0, 1), got {gamma}")
+    pairs = sorted({(int(a), int(b)) for a, b in zip(tokens[:-1], tokens[1:])})
+    if not pairs:
+        raise EmptyText("KGW detection needs at least 2 tokens")
+    previous = torch.tensor([p for p, _ in pairs])
+    current = torch.tensor([c for _, c in pairs])
+    green = green_mask(key, previous, vocab_size, gamma).gather(-1, current[:, None]).squeeze(-1)
+    count, total = int(green.sum()), len(pairs)
+    z = (count - gamma * total) / math.sqrt(total * gamma * (1 - gamma))
+    return Detection(float(stats.norm.sf(z)), float(z), len(tokens), "kgw")

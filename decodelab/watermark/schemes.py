@@ -1,0 +1,166 @@
+"""Watermarked generation: EXP and ITS (distortion-free) and KGW (biased), as loop verifiers.
+
+EXP and ITS follow Kuditipudi, Thickstun, Hashimoto & Liang (2023), "Robust Distortion-free
+Watermarks for Language Models": generated token t uses key position (t + shift) mod n, where the
+shift tau is random (not part of the key) so that detection searches over it.
+
+- EXP (exponential minimum sampling): next token = argmax_v xi_v^(1/p_v) = argmax_v log(xi_v)/p_v.
+  For uniform xi this is exactly a draw from p (the Gumbel-max trick in exponential form).
+- ITS (inverse transform sampling): order the vocabulary by the key permutation pi and return the
+  first token whose cumulative probability reaches u. For uniform u this is exactly a draw from p.
+
+Both are applied to the *processed* distribution (temperature, top-k, top-p, ...), so they compose
+with any sampler and are exactly distortion-free for one sample over a random key; within one text
+two tokens at the same key position are dependent (n should exceed the text length).
+
+KGW: Kirchenbauer, Geiping, Wen, Katz, Miers & Goldstein (2023), "A Watermark for Large Language
+Models": the previous token seeds a green list (each token green with probability gamma) and
+delta is added to green logits before sampling. It changes the distribution on purpose.
+
+Plug point: `WatermarkVerifier` is a `decodelab.decoding.Verifier`; with no proposer the loop calls
+it with an empty proposal and it chooses the next token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..decoding.generate import _output, prepare
+from ..decoding.loop import DecodeState, run_loop
+from ..decoding.protocols import Proposal, Verdict
+from ..decoding.records import GenerationOutput
+from ..errors import InvalidOption
+from ..models.lm import LM, Prompt
+from .keys import check_key, exp_key_sequence, green_mask, its_key
+
+SCHEMES = ("exp", "its", "kgw")
+DEFAULT_N = 256
+
+
+def exp_choice(probs: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
+    """argmax_v log(xi_v) / p_v per row; zero-probability tokens can never win."""
+    score = torch.log(xi.double()) / probs.double()  # log xi < 0, so p = 0 gives -inf
+    return score.argmax(-1)
+
+
+def its_choice(probs: torch.Tensor, u: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Inverse transform sampling in key order: order[r] is the token of rank r."""
+    ordered = probs.double()[:, order]
+    cdf = ordered.cumsum(-1)
+    index = torch.searchsorted(cdf, (u.double() * cdf[:, -1])[:, None], right=False).squeeze(-1)
+    index = index.clamp(max=probs.shape[-1] - 1)
+    token = order[index]
+    # Rounding at the top edge could land on a zero-probability token: step back to the last real one.
+    zero = probs.gather(-1, token[:, None]).squeeze(-1) <= 0
+    if bool(zero.any()):
+        last = (ordered > 0).double().cumsum(-1).argmax(-1)
+        token = torch.where(zero, order[last], token)
+    return token
+
+
+class WatermarkVerifier:
+    """Chooses each next token with a watermark scheme from the processed target distribution.
+
+    Example:
+        >>> import decodelab as dl
+        >>> from decodelab.decoding import prepare, run_loop
+        >>> lm = dl.load("tiny-random", vocab_size=16)
+        >>> state, _ = prepare(lm, "ab", max_new_tokens=3, temperature=1.0)
+        >>> events = list(run_loop(state, None, WatermarkVerifier("exp", key="k", shifts=[0])))
+    """
+
+    def __init__(self, scheme: str, *, key: Any, shifts: list[int], n: int = DEFAULT_N, gamma: float = 0.25,
+                 delta: float = 2.0):
+        self.scheme = scheme
+        self.key = check_key(key)
+        self.n = n
+        self.shifts = list(shifts)
+        self.gamma = gamma
+        self.delta = delta
+        self._xi: torch.Tensor | None = None
+        self._its: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _positions(self, state: DecodeState) -> list[int]:
+        return [(len(state.rows[i].output_ids) + self.shifts[i]) % self.n for i in state.active]
+
+    def verify(self, state: DecodeState, target_logits: torch.Tensor, proposal: Proposal) -> Verdict:
+        processed = state.process(target_logits[:, 0], state.history())
+        batch = processed.shape[0]
+        vocab = processed.shape[-1]
+        device = processed.device
+        if self.scheme == "kgw":
+            previous = torch.tensor([state.context(b)[-1] for b in range(batch)], device="cpu")
+            green = green_mask(self.key, previous, vocab, self.gamma).to(device)
+            biased = processed + self.delta * green.to(processed.dtype)  # -inf stays -inf
+            tokens = state.sample(biased)
+        else:
+            probs = processed.softmax(-1)
+            positions = torch.tensor(self._positions(state))
+            if self.scheme == "exp":
+                if self._xi is None:
+                    self._xi = torch.from_numpy(exp_key_sequence(self.key, self.n, vocab).copy())
+                tokens = exp_choice(probs, self._xi[positions].to(device))
+            else:
+                if self._its is None:
+                    u, rank = its_key(self.key, self.n, vocab)
+                    order = torch.empty(vocab, dtype=torch.long)
+                    order[torch.from_numpy(rank.copy())] = torch.arange(vocab)
+                    self._its = (torch.from_numpy(u.copy()), order)
+                u, order = self._its
+                tokens = its_choice(probs, u[positions].to(device), order.to(device))
+        return Verdict(torch.zeros(batch, dtype=torch.long), tokens.to(device), ["target"] * batch)
+
+
+def _shifts(shift: int | list[int] | None, rows: int, n: int, state: DecodeState) -> list[int]:
+    if shift is None:
+        # The shift is not part of the key: draw it from each row's own generator (seeded runs repeat).
+        return [int(torch.randint(0, n, (1,), generator=g).item()) for g in state.generators]
+    values = [shift] * rows if isinstance(shift, int) and not isinstance(shift, bool) else shift
+    if not isinstance(values, (list, tuple)) or len(values) != rows:
+        raise InvalidOption(f"shift must be an integer or one integer per prompt ({rows})")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidOption(f"shift must be a non-negative integer, got {value!r}")
+    return [int(v) % n for v in values]
+
+
+def generate(lm: LM, prompt: Prompt | list[Prompt], *, key: Any, scheme: str = "exp", n: int = DEFAULT_N,
+             shift: int | list[int] | None = None, gamma: float = 0.25, delta: float = 2.0,
+             **generate_options: Any) -> GenerationOutput | list[GenerationOutput]:
+    """Generate watermarked text; same options and outputs as `decodelab.generate`.
+
+    scheme "exp" / "its" (distortion-free, key sequence of length n, random shift unless given) or
+    "kgw" (green-list fraction gamma, logit bias delta). Sampling defaults to temperature 1 when
+    neither the call nor the model sets one (greedy decoding would leave no room for a watermark).
+
+    Example:
+        >>> import decodelab as dl
+        >>> from decodelab import watermark
+        >>> lm = dl.load("tiny-random", vocab_size=32)
+        >>> out = watermark.generate(lm, "hello", key="secret", max_new_tokens=8)
+        >>> len(out.token_ids) <= 8
+        True
+    """
+    if scheme not in SCHEMES:
+        raise InvalidOption(f"unknown watermark scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    check_key(key)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidOption(f"n (key sequence length) must be a positive integer, got {n!r}")
+    if not 0 < float(gamma) < 1:
+        raise InvalidOption(f"gamma (green fraction) must be in (0, 1), got {gamma}")
+    if generate_options.get("temperature") is None and "temperature" not in lm.generation_defaults():
+        generate_options["temperature"] = 1.0
+    state, batch = prepare(lm, prompt, **generate_options)
+    if state.config.greedy:
+        raise InvalidOption("watermarking needs sampling: temperature must be > 0")
+    verifier = WatermarkVerifier(scheme, key=key, shifts=_shifts(shift, len(state.rows), n, state), n=n,
+                                 gamma=float(gamma), delta=float(delta))
+    for _ in run_loop(state, None, verifier):
+        pass
+    outputs = [_output(lm, row) for row in state.rows]
+    return outputs if batch else outputs[0]
+
+
+__all__ = ["generate", "WatermarkVerifier", "exp_choice", "its_choice", "SCHEMES"]
