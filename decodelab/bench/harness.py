@@ -6,7 +6,9 @@ thermal state, allocator growth) lands on all methods alike instead of on whiche
 
 Speedups are ratios of end-to-end tokens per second (total new tokens / total wall time,
 prompt encoding and prefill included). Decode-only figures (wall time minus the time to the
-end of the first target forward) are reported beside them.
+end of the first target forward) are reported beside them. For HF's speculative methods that
+first forward already verifies the first drafts (and follows the first drafting), so their
+"prefill" is a little longer and their decode time a little shorter than for the others.
 
 Peak memory is the process's peak resident set size (`getrusage`), read after each method's
 first run. It is a per-process high-water mark: it only ever grows, so a method's figure is the

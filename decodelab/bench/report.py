@@ -49,7 +49,8 @@ def _mismatch_cell(summary: Summary, result: BenchResult) -> str:
         return "–"
     if summary.method == result.reference:
         return "(reference)"
-    return f"{summary.mismatches}/{summary.prompts}"
+    lossy = not result.method_info.get(summary.method, {}).get("lossless", True)
+    return f"{summary.mismatches}/{summary.prompts}" + (" (lossy)" if lossy else "")
 
 
 def to_markdown(result: BenchResult) -> str:
