@@ -22,7 +22,7 @@ async function loadInfo() {
     const info = await response.json();
     $("model").replaceChildren(...info.models.map((m) => new Option(m, m)));
     for (const name of info.speculative_methods) $("method").append(new Option(name, name));
-    $("max_tokens").max = info.max_tokens_limit;
+    $("max_tokens").title = "at most " + info.max_tokens_limit + " on this server";
   } catch (err) {
     showError("could not read the server's models: " + err.message);
   }

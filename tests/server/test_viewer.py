@@ -1,0 +1,83 @@
+"""The token viewer page in a real browser: Playwright (Python) driving Debian's Chromium."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (test group) is not installed")
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                reason=f"{CHROMIUM} is missing (apt-get install -y chromium); CI installs it")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--no-first-run", "--disable-sync"])
+        yield browser
+        browser.close()
+
+
+def _colours(page) -> list[str]:
+    return page.eval_on_selector_all("#output .tok", "spans => spans.map(s => getComputedStyle(s).backgroundColor)")
+
+
+def test_viewer_streams_coloured_tokens_with_tooltips(server, browser):
+    page = browser.new_page(viewport={"width": 1100, "height": 800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    assert page.input_value("#model") == "tiny-random"
+    page.fill("#prompt", "the cat sat")
+    page.select_option("#endpoint", "completion")
+    page.fill("#max_tokens", "24")
+    page.fill("#temperature", "0.7")
+    page.fill("#seed", "3")
+    page.click("#go")
+    page.wait_for_selector("#output .tok")  # tokens arrive while the stream runs ...
+    page.wait_for_selector("#stats:not(:empty)", timeout=30_000)  # ... until the final stats
+    count = page.locator("#output .tok").count()
+    assert count >= 5
+    assert page.inner_text("#stats").startswith(f"{count} tokens")
+
+    # Coloured by probability: varying, non-white backgrounds.
+    colours = _colours(page)
+    assert all(c not in ("rgba(0, 0, 0, 0)", "rgb(255, 255, 255)") for c in colours)
+    assert len(set(colours)) > 1
+
+    # Hover: a tooltip with the token's top alternatives.
+    token = page.locator("#output .tok").nth(3)
+    token.hover()
+    tooltip = page.locator("#tooltip")
+    tooltip.wait_for(state="visible")
+    text = tooltip.inner_text()
+    assert "top alternatives" in text and "entropy" in text
+    assert page.locator("#tooltip tr.chosen").count() <= 1
+    assert page.locator("#tooltip tr").count() >= 5  # header + 5 alternatives
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "token-viewer.png"), full_page=True)
+
+    # Colour by speculative source: plain decoding is all "target", one colour.
+    page.select_option("#colour", "source")
+    assert len(set(_colours(page))) == 1
+    page.select_option("#colour", "entropy")
+    assert len(set(_colours(page))) > 1
+    assert errors == []
+
+
+def test_viewer_shows_server_errors(server, browser):
+    page = browser.new_page()
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
+    page.fill("#max_tokens", "100000")
+    page.click("#go")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#error").startswith("400:")
