@@ -182,10 +182,22 @@ def run_bench(lm: LM, methods: Sequence[str | BenchMethod], suite: Suite | str, 
         raise InvalidOption(f"seed must be an integer, got {seed!r}")
     if warmup not in (True, False, "all", "once"):
         raise InvalidOption(f"warmup must be True, False, 'all' or 'once', got {warmup!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InvalidOption(f"threads must be an integer >= 1, got {threads!r}")
+    previous_threads = torch.get_num_threads()
     if threads is not None:
-        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-            raise InvalidOption(f"threads must be an integer >= 1, got {threads!r}")
         torch.set_num_threads(threads)
+    try:
+        return _run(lm, methods, suite, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                    draft=draft, method_options=method_options, warmup=warmup, progress=progress, command=command)
+    finally:
+        # The thread count is process-wide: give the caller back the setting it had.
+        torch.set_num_threads(previous_threads)
+
+
+def _run(lm: LM, methods: Sequence[str | BenchMethod], suite: Suite | str, *, max_new_tokens: int,
+         temperature: float, seed: int | None, draft: LM | None, method_options: dict[str, Any] | None,
+         warmup: bool | str, progress: bool, command: str | None) -> BenchResult:
     if isinstance(suite, str):
         suite = load_suite(suite)
     names = [m for m in methods if isinstance(m, str)]
