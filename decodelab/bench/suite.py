@@ -167,3 +167,13 @@ def _row(row: Any, where: str) -> BenchPrompt:
         raise SuiteError(f"{where}: the messages are empty")
     clean = [{"role": m["role"], "content": m["content"]} for m in messages]
     return BenchPrompt(id=row["id"], category=row["category"], messages=clean, source=source)
+
+
+def suite_texts(name_or_path: str | Path = "specbench_mini") -> list[str]:
+    """Every message text of a suite, e.g. as a corpus for token frequencies (VocabTrim).
+
+    Example:
+        >>> len(suite_texts("quick")) >= 6
+        True
+    """
+    return [m["content"] for prompt in load_suite(name_or_path) for m in prompt.messages]
