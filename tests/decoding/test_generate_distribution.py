@@ -20,6 +20,7 @@ from decodelab.sampling.processors import TokenHistory
 EOS = 0
 N_ONE = 5_000  # rows for one-token tests
 N_TWO = 6_000  # rows for two-token tests
+N_CONTROL = 3_000  # rows for negative controls (their power is far larger than needed)
 
 
 def next_logits(lm: dl.LM, contexts: list[list[int]]) -> np.ndarray:
@@ -141,7 +142,7 @@ def test_penalty_blind_to_generated_tokens_is_detected(tiny_lm, tiny_prompt, gof
         return real_from_ids(cls, prompt_ids, [[] for _ in output_ids], vocab_size, device)
 
     monkeypatch.setattr(TokenHistory, "from_ids", classmethod(forgetful))
-    bins = two_token_bins(sample_tokens(tiny_lm, tiny_prompt, N_TWO, seed=21, max_new_tokens=2, **cfg),
+    bins = two_token_bins(sample_tokens(tiny_lm, tiny_prompt, N_CONTROL, seed=21, max_new_tokens=2, **cfg),
                           tiny_lm.vocab_size)
     gof.assert_rejects(bins, exact, "penalties without output history")
 
@@ -150,7 +151,7 @@ def test_penalty_blind_to_generated_tokens_is_detected(tiny_lm, tiny_prompt, gof
 def test_temperature_ignored_in_generate_is_detected(tiny_lm, tiny_prompt, gof):
     """Negative control: draws at temperature 1 tested against the temperature-0.7 joint."""
     exact = exact_two_tokens(tiny_lm, tiny_prompt, **TWO_TOKEN_CONFIGS["temperature-top-k"])
-    bins = two_token_bins(sample_tokens(tiny_lm, tiny_prompt, N_TWO, seed=22, max_new_tokens=2,
+    bins = two_token_bins(sample_tokens(tiny_lm, tiny_prompt, N_CONTROL, seed=22, max_new_tokens=2,
                                         temperature=1.0, top_k=6), tiny_lm.vocab_size)
     gof.assert_rejects(bins, exact, "temperature ignored")
 
@@ -172,9 +173,8 @@ def test_batch_row_zero_equals_single_prompt_run(tiny_lm, tiny_prompt):
     """With a seed, row 0 of a batch draws the stream a single-prompt call draws; other rows
     draw their own (so identical prompts in a batch are independent samples)."""
     cfg = dict(temperature=1.2, max_new_tokens=6, records=False)
-    for seed in range(3):
+    for seed in range(2):
         single = dl.generate(tiny_lm, tiny_prompt, seed=seed, **cfg).token_ids
-        batch = dl.generate(tiny_lm, [tiny_prompt] * 8, seed=seed, **cfg)
+        batch = dl.generate(tiny_lm, [tiny_prompt] * 20, seed=seed, **cfg)
         assert batch[0].token_ids == single
-    rows = [tuple(o.token_ids) for o in dl.generate(tiny_lm, [tiny_prompt] * 40, seed=0, **cfg)]
-    assert len(set(rows)) > 10
+        assert len({tuple(o.token_ids) for o in batch}) > 5

@@ -89,5 +89,5 @@ def test_greedy_batch_equals_hf_on_smollm2(smol):
     prompts = ["Hi!", "Explain in one sentence why the sky is blue."]
     ids = [smol.encode(p) for p in prompts]
     assert len(ids[0]) != len(ids[1])
-    ours = dl.generate(smol, prompts, temperature=0, max_new_tokens=8)
-    assert [o.token_ids for o in ours] == hf_greedy(smol, ids, 8)
+    ours = dl.generate(smol, prompts, temperature=0, max_new_tokens=6)
+    assert [o.token_ids for o in ours] == hf_greedy(smol, ids, 6)
