@@ -96,10 +96,10 @@ async def run_async(url: str, *, requests: int = 200, distinct: int = 20, max_to
     bodies = [{"model": model, "messages": [{"role": "user", "content": p}], "max_tokens": max_tokens,
                "temperature": temperature, "seed": s} for p, s in pairs]
     async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=timeout) as client:
-        metrics_before = (await client.get("/metrics")).text
         t0 = time.perf_counter()
         references = [await _reference(client, b) for b in bodies]
         reference_seconds = time.perf_counter() - t0
+        metrics_before = (await client.get("/metrics")).text  # the load phase alone from here
         memory: list[float] = []
         stop = asyncio.Event()
         sampler = asyncio.create_task(_sample_memory(client, memory, stop))
