@@ -21,7 +21,8 @@ import torch
 
 from ..errors import InvalidPrompt, PromptTooLong
 from ..models.lm import LM
-from .tree import ancestor_mask, depths
+from .fast_linear import small_batch_linear
+from .tree import ancestor_mask, depths, validate_parents
 
 
 class Sequence:
@@ -118,6 +119,7 @@ class Sequence:
         n = tokens.shape[1]
         if len(parents) != n:
             raise ValueError("parents must have one entry per tree token")
+        validate_parents(parents)
         tree_depth = torch.tensor(depths(parents), device=self.device)
         self.check_room(int(tree_depth.max()) + 1)
         positions = self.next_pos[:, None] + tree_depth
@@ -203,7 +205,7 @@ class Sequence:
         return tokens
 
     def _run(self, tokens, positions, mask, *, last_only: bool) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), small_batch_linear(self.lm.model):
             out = self.lm.model(
                 input_ids=tokens,
                 attention_mask=mask,

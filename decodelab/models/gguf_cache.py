@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..errors import ModelNotFound
 from .registry import cache_dir
 
 MARKER = "decodelab-cache.json"
@@ -57,11 +58,15 @@ def convert(gguf_files: list[Path], folder: Path, *, progress: bool = True) -> P
                         with open(part, "rb") as src:
                             shutil.copyfileobj(src, out, 16 << 20)
             bar.advance(task)
-            tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-            bar.advance(task)
-            model = AutoModelForCausalLM.from_pretrained(
-                str(source.parent), gguf_file=source.name, dtype=torch.float32
-            )
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+                bar.advance(task)
+                model = AutoModelForCausalLM.from_pretrained(
+                    str(source.parent), gguf_file=source.name, dtype=torch.float32
+                )
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                first = (str(exc).splitlines() or ["unreadable file"])[0]
+                raise ModelNotFound(f"could not read '{gguf_files[0]}' as a GGUF model: {first}") from exc
             bar.advance(task)
             # A GGUF-loaded model refuses to serialise while it remembers its quantiser;
             # the weights are already dequantised to float32, so forgetting it is safe.

@@ -382,7 +382,7 @@ def _speculative(job: Job, lm: LM, models: dict[str, LM], config: SamplingConfig
             if not isinstance(value, str) or value not in models:
                 raise InvalidOption(f"speculative option {key}={value!r} must name a served model "
                                     f"({', '.join(models)})")
-            options[key] = models[value]
+            options["draft" if key == "draft_model" else key] = models[value]
     try:
         from ..speculative import make
         from ..speculative.resolve import resolve_speculative
@@ -390,7 +390,7 @@ def _speculative(job: Job, lm: LM, models: dict[str, LM], config: SamplingConfig
         raise InvalidOption(f"speculative decoding is not available in this installation ({exc})") from None
     try:
         method = make(name, target=lm, **options)
-        return resolve_speculative(method, config)
+        return resolve_speculative(method, lm)
     except DecodelabError:
         raise
     except (TypeError, ValueError, KeyError) as exc:

@@ -23,9 +23,6 @@ def test_folder_without_config_raises_model_not_found(tmp_path):
         dl.load(tmp_path)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
-    "models bug: gguf_cache.convert lets transformers' ValueError ('does not start with the GGUF "
-    "magic bytes') escape instead of raising ModelNotFound"))
 def test_broken_gguf_file_raises_a_typed_error(tmp_path, monkeypatch):
     monkeypatch.setenv("DECODELAB_CACHE", str(tmp_path / "cache"))
     bad = tmp_path / "broken.gguf"
