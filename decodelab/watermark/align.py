@@ -370,9 +370,10 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
     used = np.zeros(count, np.int64)
     active = np.arange(count, dtype=np.int64)
     seed = int(seed) & ((1 << 63) - 1)
-    for r0 in range(0, resamples, chunk):
-        if active.size == 0:
-            break
+    r0 = 0
+    # Chunks start small and double: most null texts stop after ~2 * stop_after resamples.
+    chunk = min(chunk, 2 * stop_after) if stop_after else chunk
+    while r0 < resamples and active.size:
         r1 = min(resamples, r0 + chunk)
         block = _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, int(vocab_size), n, ks, float(gamma),
                            bool(edit), observed, seed, active, r0, r1)
@@ -380,6 +381,7 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
         used[active] = r1
         if stop_after:
             active = active[hits[active, :r1].sum(axis=1) < stop_after]
+        r0, chunk = r1, min(2 * chunk, 256)
     pvalues = np.array([sequential_pvalue(hits[t, :used[t]], resamples, stop_after) for t in range(count)])
     return observed, pvalues, used
 
