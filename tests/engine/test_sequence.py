@@ -341,7 +341,7 @@ def test_cache_surgery_on_smollm2(smol, plain_linear):
 
 @pytest.mark.slow
 def test_few_row_linear_path_matches_pytorch_linear_on_smollm2(smol):
-    """The W @ x.T path for 2..32-row forwards agrees with F.linear to float32 rounding."""
+    """The W @ x.T path for few-row forwards agrees with F.linear to float32 rounding."""
     from decodelab.engine import fast_linear
 
     prompt = smol.encode("The quick brown fox jumps over", chat=False)
