@@ -126,6 +126,26 @@ def _shifts(shift: int | list[int] | None, rows: int, n: int, state: DecodeState
     return [int(v) % n for v in values]
 
 
+def verifier_for(options: dict[str, Any], state: DecodeState) -> WatermarkVerifier:
+    """The verifier for a `watermark={...}` option of `decodelab.generate` (keys: key, scheme, n,
+    shift, gamma, delta), built once `prepare` has made the decode state."""
+    options = dict(options)
+    unknown = sorted(set(options) - {"key", "scheme", "n", "shift", "gamma", "delta"})
+    if unknown or "key" not in options:
+        raise InvalidOption("watermark options are key (required), scheme, n, shift, gamma, delta"
+                            + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
+    scheme = options.get("scheme", "exp")
+    n = options.get("n", DEFAULT_N)
+    if scheme not in SCHEMES:
+        raise InvalidOption(f"unknown watermark scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InvalidOption(f"n (key sequence length) must be a positive integer, got {n!r}")
+    if state.config.greedy:
+        raise InvalidOption("watermarking needs sampling: temperature must be > 0")
+    return WatermarkVerifier(scheme, key=options["key"], shifts=_shifts(options.get("shift"), len(state.rows), n, state),
+                             n=n, gamma=float(options.get("gamma", 0.25)), delta=float(options.get("delta", 2.0)))
+
+
 def generate(lm: LM, prompt: Prompt | list[Prompt], *, key: Any, scheme: str = "exp", n: int = DEFAULT_N,
              shift: int | list[int] | None = None, gamma: float = 0.25, delta: float = 2.0,
              **generate_options: Any) -> GenerationOutput | list[GenerationOutput]:
@@ -163,4 +183,4 @@ def generate(lm: LM, prompt: Prompt | list[Prompt], *, key: Any, scheme: str = "
     return outputs if batch else outputs[0]
 
 
-__all__ = ["generate", "WatermarkVerifier", "exp_choice", "its_choice", "SCHEMES"]
+__all__ = ["generate", "verifier_for", "WatermarkVerifier", "exp_choice", "its_choice", "SCHEMES"]
