@@ -63,7 +63,16 @@ def prepare(lm: LM, prompt: Prompt | list[Prompt], *, max_new_tokens: int | None
     return state, batch
 
 
-def _method(speculative: Any, lm: LM):
+def _method(speculative: Any, lm: LM, watermark: dict | None = None, state: DecodeState | None = None):
+    """(proposer, verifier) for the loop: speculative decoding, a watermark, or plain decoding."""
+    if watermark is not None:
+        if speculative is not None:
+            raise InvalidOption("watermark and speculative cannot be combined")
+        if not isinstance(watermark, dict):
+            raise InvalidOption("watermark must be a dict with at least a 'key'")
+        from ..watermark.schemes import verifier_for
+
+        return None, verifier_for(watermark, state)
     if speculative is None:
         return None, None
     from ..speculative.resolve import resolve_speculative
@@ -71,13 +80,15 @@ def _method(speculative: Any, lm: LM):
     return resolve_speculative(speculative, lm)
 
 
-def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, **options: Any,
-             ) -> GenerationOutput | list[GenerationOutput]:
+def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, watermark: dict | None = None,
+             **options: Any) -> GenerationOutput | list[GenerationOutput]:
     """Generate a continuation of a prompt (or of each prompt in a list).
 
     Options: max_new_tokens, seed, stop, chat, top_logprobs, records, and every sampler option
     (temperature, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff,
     repetition_penalty, frequency_penalty, presence_penalty, logit_bias).
+    `speculative=` takes a method (dl.spec.PromptLookup(), ...) or its name; `watermark=` takes
+    {"key": ..., "scheme": "exp"|"its"|"kgw", "n", "shift", "gamma", "delta"} (see decodelab.watermark).
 
     Example:
         >>> import decodelab as dl
@@ -87,14 +98,15 @@ def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, 
         True
     """
     state, batch = prepare(lm, prompt, **options)
-    proposer, verifier = _method(speculative, lm)
+    proposer, verifier = _method(speculative, lm, watermark, state)
     for _ in run_loop(state, proposer, verifier):
         pass
     outputs = [_output(lm, row) for row in state.rows]
     return outputs if batch else outputs[0]
 
 
-def stream(lm: LM, prompt: Prompt, *, speculative: Any = None, **options: Any) -> Iterator[str]:
+def stream(lm: LM, prompt: Prompt, *, speculative: Any = None, watermark: dict | None = None,
+           **options: Any) -> Iterator[str]:
     """Yield the text of one prompt's continuation piece by piece (never a broken character).
 
     Example:
@@ -104,16 +116,17 @@ def stream(lm: LM, prompt: Prompt, *, speculative: Any = None, **options: Any) -
     """
     if is_batch(prompt):
         raise InvalidPrompt("stream() takes one prompt; use generate() for a batch")
-    for event in stream_events(lm, prompt, speculative=speculative, **options):
+    for event in stream_events(lm, prompt, speculative=speculative, watermark=watermark, **options):
         if event.text:
             yield event.text
 
 
-def stream_events(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, **options: Any):
+def stream_events(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None,
+                  watermark: dict | None = None, **options: Any):
     """Yield `StepEvent`s (row, token ids, text, finished) as they happen; the final
     `GenerationOutput`s are available as the generator's return value."""
     state, _ = prepare(lm, prompt, **options)
-    proposer, verifier = _method(speculative, lm)
+    proposer, verifier = _method(speculative, lm, watermark, state)
     for events in run_loop(state, proposer, verifier):
         yield from events
     return [_output(lm, row) for row in state.rows]
