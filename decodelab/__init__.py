@@ -1,5 +1,6 @@
 """decodelab: token-level inference with causal language models."""
 
+from . import speculative as spec  # noqa: E402
 from .decoding import GenerationOutput, GenerationStats, TokenRecord, generate, stream
 from .errors import (
     DecodelabError,
@@ -13,7 +14,6 @@ from .errors import (
 )
 from .models import LM, load
 from .sampling import KeyedNoise, SamplingConfig
-from . import speculative as spec  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = [

@@ -14,7 +14,7 @@ Exactness comes from the verifier, as for any draft model.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import InvalidOption
 from ..models.lm import LM

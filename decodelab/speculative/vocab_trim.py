@@ -10,7 +10,7 @@ the target emit them through the residual or bonus token, so the output law is u
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

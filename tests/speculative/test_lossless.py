@@ -8,7 +8,6 @@ compared with it by chi-square, and deliberately broken verifiers must fail the 
 from __future__ import annotations
 
 import pytest
-import torch
 
 import decodelab as dl
 from decodelab.speculative import DraftModel, LayerSkip, PromptLookup, RejectionSampling
