@@ -43,7 +43,9 @@ def _draft(target: LM, draft: LM | None, options: dict[str, Any]):
 
 def _layer_skip(target: LM, draft: LM | None, options: dict[str, Any]):
     k = options.pop("k", 4)
+    adaptive = options.pop("adaptive", False)
     spec = LayerSkip(target, layers=options.pop("layers", None), k=k, **options)
+    spec.length = _length(target, {"adaptive": adaptive}, k, spec.draft)
     return spec
 
 
@@ -54,14 +56,17 @@ def _vocab_trim(target: LM, draft: LM | None, options: dict[str, Any]):
 
     size = options.pop("size", 8192)
     k = options.pop("k", 5)
-    return VocabTrim.from_corpus(draft, suite_texts(), size=size, k=k, **options)
+    adaptive = options.pop("adaptive", False)
+    spec = VocabTrim.from_corpus(draft, suite_texts(), size=size, k=k, **options)
+    spec.length = _length(target, {"adaptive": adaptive}, k, spec.draft)
+    return spec
 
 
 METHODS: dict[str, tuple[Callable[..., Any], str]] = {
     "prompt-lookup": (_prompt_lookup, "n-gram lookup in prompt and output (options: k, min_ngram, max_ngram, adaptive)"),
     "draft": (_draft, "draft model with the same tokenizer (options: k, threshold, adaptive; needs --draft)"),
-    "layer-skip": (_layer_skip, "self-drafting with the target's first layers (options: layers, k, threshold)"),
-    "vocab-trim": (_vocab_trim, "draft model with a head trimmed to frequent tokens (options: size, k; needs --draft)"),
+    "layer-skip": (_layer_skip, "self-drafting with the target's first layers (options: layers, k, threshold, adaptive)"),
+    "vocab-trim": (_vocab_trim, "draft model with a head trimmed to frequent tokens (options: size, k, threshold, adaptive; needs --draft)"),
 }
 ALIASES = {"pld": "prompt-lookup", "ngram": "prompt-lookup", "draft-model": "draft", "layerskip": "layer-skip"}
 
