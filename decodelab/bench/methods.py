@@ -11,7 +11,7 @@ Built-in methods:
 
 Any other name is a decodelab speculative method made by `decodelab.speculative.make(name,
 target=..., draft=..., **options)` and run through `dl.generate(..., speculative=...)`; a name
-may carry its own options after a colon, e.g. `prompt-lookup:k=4,adaptive=true`.
+may carry its own options after colons, e.g. `prompt-lookup:k=4:adaptive=true`.
 
 Every method's wall time includes prompt encoding, so all of them pay the same overheads.
 Target forward passes are counted by the loop (decodelab) or by a forward hook on the model (HF).
@@ -198,10 +198,10 @@ def make_method(name: str, lm: LM, *, draft: LM | None = None,
             raise BenchMethodError("bench method 'hf-assisted' needs a draft model other than the target")
         return BenchMethod(name, _hf_runner(lm, assistant=draft), kind="hf",
                            description=f"Hugging Face assisted generation (draft {draft.name})")
-    # "prompt-lookup:k=4,adaptive=true" gives this method its own options on top of the shared ones
+    # "prompt-lookup:k=4:adaptive=true" gives this method its own options on top of the shared ones
     base, _, own = name.partition(":")
     options = dict(method_options or {})
-    options.update(parse_method_options([p for p in own.split(",") if p.strip()]))
+    options.update(parse_method_options([p for p in own.split(":") if p.strip()]))
     speculative = _make_speculative(base.strip(), lm, draft, options)
     return BenchMethod(name, _decodelab_runner(lm, speculative), lossless=bool(getattr(speculative, "lossless", True)),
                        description=f"decodelab speculative '{name}'")

@@ -70,7 +70,10 @@ def derive_lm(lm: LM, *, num_layers: int | None = None, layer_ids: list[int] | N
     derived.model.rotary_emb = model.model.rotary_emb
     chosen = []
     for position, index in enumerate(layer_ids):
-        layer = copy.copy(layers[index])  # shallow: shares parameters, own cache index
+        # shallow copies share parameters; each gets its own child-module dict so that giving
+        # the copy its own attention (with the derived cache index) leaves the original intact
+        layer = copy.copy(layers[index])
+        layer._modules = dict(layer._modules)
         layer.self_attn = copy.copy(layer.self_attn)
         layer.self_attn.layer_idx = position
         chosen.append(layer)

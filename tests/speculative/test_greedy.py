@@ -34,12 +34,13 @@ def _methods(target, draft):
         "draft-threshold": DraftModel(draft, k=5, threshold=0.3),
         "self-draft": DraftModel(target, k=4),
         "layer-skip": LayerSkip(target, layers=2, k=3),
+        "layer-skip-middle": LayerSkip(target, layer_ids=[0, 2, 3], k=3),
         "vocab-trim": VocabTrim(draft, token_ids=range(0, draft.vocab_size, 2), k=3),
     }
 
 
 @pytest.mark.parametrize("method", [
-    "prompt-lookup", "prompt-lookup-adaptive", "draft", "draft-threshold", "self-draft", "layer-skip", "vocab-trim"])
+    "prompt-lookup", "prompt-lookup-adaptive", "draft", "draft-threshold", "self-draft", "layer-skip", "layer-skip-middle", "vocab-trim"])
 def test_greedy_speculative_equals_plain_greedy(tiny, tiny_draft, method):
     spec = _methods(tiny, tiny_draft)[method]
     for prompt in PROMPTS:
@@ -116,3 +117,11 @@ def test_greedy_speculative_equals_plain_on_qwen_pair():
     outs = dl.generate(target, [prompt, "def add(a, b):"], max_new_tokens=12, temperature=0,
                        speculative=DraftModel(draft, k=3))
     assert outs[0].token_ids == plain.token_ids[:12]
+
+
+def test_layer_skip_leaves_the_target_untouched(tiny):
+    """Deriving a draft from chosen layers must not change the target's own layers."""
+    before = dl.generate(tiny, PROMPTS[0], max_new_tokens=12, temperature=0).token_ids
+    LayerSkip(tiny, layer_ids=[1, 3], k=2)
+    assert [layer.self_attn.layer_idx for layer in tiny.model.model.layers] == list(range(tiny.num_layers))
+    assert dl.generate(tiny, PROMPTS[0], max_new_tokens=12, temperature=0).token_ids == before
