@@ -143,6 +143,8 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
                            param="n")
         if body.speculative_options and body.speculative is None:
             raise InvalidOption("speculative_options given without speculative")
+        if body.watermark is not None and body.speculative is not None:
+            raise InvalidOption("watermark and speculative cannot be combined")
         sampler = body.sampler()
         sampling = SamplingConfig.from_options(lm.generation_defaults(), **sampler)
         sampling.check_vocab(lm.vocab_size)
@@ -159,6 +161,7 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
         job = Job(model=model_id, prompts=prompts, chat=chat, n=body.n, seed=body.seed, max_new_tokens=max_new,
                   stop=stop, top_logprobs=top if records else 0, records=records, sampler=sampler,
                   speculative=(body.speculative, dict(body.speculative_options or {})) if body.speculative else None,
+                  watermark=dict(body.watermark) if body.watermark is not None else None,
                   deadline=time.monotonic() + config.timeout, send=send)
         job.key = batch_key(job, sampling)
         return job

@@ -80,6 +80,7 @@ class Job:
     deadline: float
     send: Callable[[Message], None]
     key: str = ""
+    watermark: dict[str, Any] | None = None
     id: int = field(default_factory=itertools.count().__next__)
     cancelled: threading.Event = field(default_factory=threading.Event)
     prompt_ids: list[list[int]] = field(default_factory=list)
@@ -99,7 +100,7 @@ def batch_key(job: Job, config: SamplingConfig) -> str:
     if job.speculative is not None:
         return f"speculative/{job.id}"  # a proposer holds per-run state: never shared
     return json.dumps([job.model, config.as_dict(), job.max_new_tokens, list(job.stop), job.top_logprobs,
-                       job.records], sort_keys=True, default=str)
+                       job.records, job.watermark], sort_keys=True, default=str)
 
 
 @dataclass
@@ -292,7 +293,12 @@ class Engine:
                                top_logprobs=first.top_logprobs, records=first.records, seed=None, **first.sampler)
             # Each row draws from the generator it would have had with its job run alone.
             state.generators = [g for job in jobs for g in row_generators(job.seed, job.rows)]
-            proposer, verifier = _speculative(first, lm, self.models, state.config)
+            if first.watermark is not None:
+                from ..watermark.schemes import verifier_for
+
+                proposer, verifier = None, verifier_for(first.watermark, state)
+            else:
+                proposer, verifier = _speculative(first, lm, self.models, state.config)
         except Exception as exc:  # noqa: BLE001
             for job in jobs:
                 self._fail(job, exc)

@@ -60,6 +60,8 @@ class DecodelabOptions(_Strict):
                                     description="a speculative method name (decodelab.speculative.make)")
     speculative_options: dict[str, int | float | bool | str] | None = Field(
         None, description="keyword options of the speculative method; model-valued ones name a served model")
+    watermark: dict[str, int | float | str] | None = Field(
+        None, description="watermarked sampling: {key (required), scheme: exp|its|kgw, n, shift, gamma, delta}")
     records: bool = Field(False, description="include per-token records (logprob, entropy, top, source)")
 
     @field_validator("stop")

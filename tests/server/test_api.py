@@ -247,3 +247,25 @@ def test_viewer_page_is_served(server):
     assert page.status_code == 200 and "token viewer" in page.text
     assert httpx.get(server.url + "/static/viewer.js").status_code == 200
     assert httpx.get(server.url + "/static/../app.py").status_code == 404
+
+
+def test_watermark_option_matches_python_api_and_is_detected(client, ref_lm):
+    from decodelab.watermark import detect
+
+    options = {"key": "server-key", "scheme": "exp", "n": 64}
+    out = client.completions.create(model="tiny-random", prompt="ab", max_tokens=24, temperature=1.0, seed=3,
+                                    extra_body={"watermark": options})
+    ref = dl.generate(ref_lm, "ab", chat=False, max_new_tokens=24, temperature=1.0, seed=3, watermark=options)
+    assert out.choices[0].text == ref.text
+    own = detect(ref_lm, [ref.token_ids], key="server-key", scheme="exp", n=64, resamples=200)[0]
+    other = detect(ref_lm, [ref.token_ids], key="another-key", scheme="exp", n=64, resamples=200)[0]
+    assert own.p_value <= 0.01 < other.p_value
+
+
+def test_watermark_with_speculative_is_a_client_error(client):
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="tiny-random", prompt="ab", max_tokens=4, temperature=1.0,
+                                  extra_body={"watermark": {"key": "k"}, "speculative": "prompt-lookup"})
+    with pytest.raises(openai.BadRequestError):
+        client.completions.create(model="tiny-random", prompt="ab", max_tokens=4, temperature=1.0,
+                                  extra_body={"watermark": {"scheme": "exp"}})  # no key
