@@ -253,9 +253,12 @@ def test_watermark_option_matches_python_api_and_is_detected(client, ref_lm):
     from decodelab.watermark import detect
 
     options = {"key": "server-key", "scheme": "exp", "n": 64}
+    no_eos = {str(t): -100 for t in ref_lm.eos_token_ids}  # long enough texts to detect
     out = client.completions.create(model="tiny-random", prompt="ab", max_tokens=24, temperature=1.0, seed=3,
-                                    extra_body={"watermark": options})
-    ref = dl.generate(ref_lm, "ab", chat=False, max_new_tokens=24, temperature=1.0, seed=3, watermark=options)
+                                    logit_bias=no_eos, extra_body={"watermark": options})
+    ref = dl.generate(ref_lm, "ab", chat=False, max_new_tokens=24, temperature=1.0, seed=3, watermark=options,
+                      logit_bias={int(t): b for t, b in no_eos.items()})
+    assert len(ref.token_ids) == 24
     assert out.choices[0].text == ref.text
     own = detect(ref_lm, [ref.token_ids], key="server-key", scheme="exp", n=64, resamples=200)[0]
     other = detect(ref_lm, [ref.token_ids], key="another-key", scheme="exp", n=64, resamples=200)[0]
