@@ -261,8 +261,10 @@ def test_watermark_option_matches_python_api_and_is_detected(client, ref_lm):
     assert len(ref.token_ids) == 24
     assert out.choices[0].text == ref.text
     own = detect(ref_lm, [ref.token_ids], key="server-key", scheme="exp", n=64, resamples=200)[0]
-    other = detect(ref_lm, [ref.token_ids], key="another-key", scheme="exp", n=64, resamples=200)[0]
-    assert own.p_value <= 0.01 < other.p_value
+    others = [detect(ref_lm, [ref.token_ids], key=f"other-{i}", scheme="exp", n=64, resamples=100)[0].p_value
+              for i in range(9)]
+    assert own.p_value <= 0.01
+    assert sorted(others)[4] > 0.1  # under a wrong key p-values are uniform: the median is far from 0
 
 
 def test_watermark_with_speculative_is_a_client_error(client):
