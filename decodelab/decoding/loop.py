@@ -18,7 +18,7 @@ from ..engine.sequence import Sequence
 from ..models.lm import LM
 from ..sampling.config import SamplingConfig, draw_uniforms, process_logits, sample_from_probs
 from ..sampling.keyed import row_generators
-from ..sampling.processors import TokenHistory
+from ..sampling.processors import TokenHistory, entropy
 from .detokenize import IncrementalText
 from .protocols import Proposal, Proposer, Verdict, Verifier
 from .records import GenerationStats, TokenRecord
@@ -217,13 +217,12 @@ def _emit(state: DecodeState, logits: torch.Tensor, proposal: Proposal, verdict:
 
 def _record(state: DecodeState, logprobs: torch.Tensor, token: int, source: str) -> TokenRecord:
     lm = state.lm
-    p = logprobs.exp()
-    entropy = float(-(torch.nan_to_num(p * logprobs)).sum())
+    row_entropy = float(entropy(logprobs))
     top: list[tuple[int, str, float]] = []
     if state.top_logprobs:
         values, ids = torch.topk(logprobs, state.top_logprobs)
         top = [(int(t), lm.token_text(int(t)), float(v)) for t, v in zip(ids, values)]
-    return TokenRecord(int(token), lm.token_text(token), float(logprobs[token]), entropy, top, source)
+    return TokenRecord(int(token), lm.token_text(token), float(logprobs[token]), row_entropy, top, source)
 
 
 def _prune_finished(state: DecodeState, proposer: Proposer | None) -> None:

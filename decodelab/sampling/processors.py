@@ -65,6 +65,11 @@ class LogitsProcessor(Protocol):
     def __call__(self, logits: torch.Tensor, history: TokenHistory | None) -> torch.Tensor: ...
 
 
+def entropy(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each row of log-probabilities [..., V], keeping the last dim (size 1)."""
+    return -(torch.nan_to_num(logp.exp() * logp)).sum(-1, keepdim=True)
+
+
 def _keep_at_least_top1(remove: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     top = logits.argmax(-1, keepdim=True)
     return remove.scatter(-1, top, False)
@@ -155,8 +160,7 @@ class Typical:
     def __call__(self, logits, history):
         logp = logits.log_softmax(-1)
         p = logp.exp()
-        entropy = -(torch.nan_to_num(p * logp)).sum(-1, keepdim=True)
-        surprise_gap = (-logp - entropy).abs()
+        surprise_gap = (-logp - entropy(logp)).abs()
         sorted_gap, order = torch.sort(surprise_gap, dim=-1)
         cumulative = p.gather(-1, order).cumsum(-1)
         last = (cumulative < self.mass).sum(-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
@@ -183,7 +187,7 @@ class EtaCutoff:
     def __call__(self, logits, history):
         logp = logits.log_softmax(-1)
         p = logp.exp()
-        entropy = -(torch.nan_to_num(p * logp)).sum(-1, keepdim=True)
-        eta = torch.minimum(torch.tensor(self.epsilon, device=logits.device), math.sqrt(self.epsilon) * torch.exp(-entropy))
+        eta = torch.minimum(torch.tensor(self.epsilon, device=logits.device),
+                            math.sqrt(self.epsilon) * torch.exp(-entropy(logp)))
         remove = p < eta
         return logits.masked_fill(_keep_at_least_top1(remove, logits), NEG_INF)
