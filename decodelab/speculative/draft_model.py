@@ -126,12 +126,11 @@ class DraftModel:
             limits = [min(lim, self.length.choose(b)) for b, lim in enumerate(limits)]
         steps = max(limits)
         batch = len(limits)
-        forwards = self._feed_unfed()
         if steps == 0:
+            # not drafting this step: the unseen tokens wait and are fed in one forward later
             self.fed_drafts = 0
-            for i in state.active:
-                state.rows[i].stats.draft_forwards += forwards
             return Proposal.empty(batch, state.lm.device)
+        forwards = self._feed_unfed()
         logits = self.last_logits
         tokens = torch.zeros(batch, steps, dtype=torch.long)
         probs = torch.zeros(batch, steps, self.draft.vocab_size, dtype=torch.float32)

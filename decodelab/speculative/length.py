@@ -26,7 +26,8 @@ class DraftLength:
     """
 
     def __init__(self, k_max: int = 8, *, adaptive: bool = True, verify_cost: dict[int, float] | None = None,
-                 draft_cost: float = 0.0, prior_alpha: float = 0.6, forgetting: float = 0.9, k_min: int = 1):
+                 draft_cost: float = 0.0, prior_alpha: float = 0.6, forgetting: float = 0.9, k_min: int = 1,
+                 probe_every: int = 8):
         if isinstance(k_max, bool) or not isinstance(k_max, int) or k_max < 1:
             raise InvalidOption(f"k must be a positive integer, got {k_max!r}")
         if not 0 < prior_alpha < 1 or not 0 < forgetting <= 1:
@@ -36,13 +37,16 @@ class DraftLength:
         self.verify_cost = dict(verify_cost or {})
         self.draft_cost = float(draft_cost)
         self.prior_alpha, self.forgetting = prior_alpha, forgetting
+        self.probe_every = max(1, int(probe_every))
         self.successes: list[float] = []
         self.failures: list[float] = []
+        self.idle: list[int] = []
 
     def reset(self, rows: int) -> None:
         # a prior worth ~2 observations so that the first steps neither over- nor under-draft
         self.successes = [2 * self.prior_alpha] * rows
         self.failures = [2 * (1 - self.prior_alpha)] * rows
+        self.idle = [0] * rows
 
     def alpha(self, row: int) -> float:
         s, f = self.successes[row], self.failures[row]
@@ -58,6 +62,7 @@ class DraftLength:
     def select_rows(self, rows: list[int]) -> None:
         self.successes = [self.successes[r] for r in rows]
         self.failures = [self.failures[r] for r in rows]
+        self.idle = [self.idle[r] for r in rows]
 
     def cost(self, n_verify: int) -> float:
         """Interpolated time to verify n tokens (1 per token if no curve was measured)."""
@@ -87,4 +92,10 @@ class DraftLength:
             rate = self.expected_rate(k, alpha)
             if rate > best_rate:
                 best_k, best_rate = k, rate
+        if best_k == 0:
+            # not drafting teaches nothing about alpha: probe with k_min now and then
+            self.idle[row] += 1
+            if self.idle[row] >= self.probe_every:
+                self.idle[row] = 0
+                return self.k_min
         return best_k
