@@ -154,7 +154,7 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     baseline, label = _baseline(result)
     with_acceptance = [n for n in result.methods if result.summary[n].acceptance_by_position]
     panels = 2 if with_acceptance else 1
-    fig = Figure(figsize=(11 if panels == 2 else 8.5, 4.6))
+    fig = Figure(figsize=(11 if panels == 2 else 8.5, 5.4))
     axes = fig.subplots(1, panels, gridspec_kw={"width_ratios": [3, 1.3]} if panels == 2 else None, squeeze=False)
     ax = axes[0][0]
     groups = list(result.by_category) + ["all"]
@@ -178,7 +178,8 @@ def plot(result: BenchResult, path: str | Path) -> Path:
     s = result.settings
     ax.set_title(f"{_short(result.model)} · {result.suite} · {s['prompts']} prompts · "
                  f"{s['max_new_tokens']} tokens · T={s['temperature']:g}", fontsize=10)
-    ax.legend(fontsize=8, ncol=min(len(methods), 4))
+    # below the plot, so that the legend never hides the bars
+    ax.legend(fontsize=8, ncol=min(len(methods), 3), loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     if with_acceptance:
         ax2 = axes[0][1]
