@@ -90,3 +90,20 @@ def test_console_script_reports_errors_without_traceback():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: the prompt is empty"
+
+
+def test_chat_streams_replies_and_keeps_history(capsys, monkeypatch):
+    import io
+
+    import decodelab as dl
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("hello\nagain\n\n"))
+    code, out, _ = run(capsys, "chat", *TINY, "--temperature", "0", "--max-new-tokens", "5")
+    assert code == 0
+    replies = [line[2:] for line in out.splitlines() if line.startswith("> ")]
+    lm = dl.load("tiny-random")
+    first = dl.generate(lm, [{"role": "user", "content": "hello"}], temperature=0, max_new_tokens=5).text
+    assert replies[0] == first
+    second = dl.generate(lm, [{"role": "user", "content": "hello"}, {"role": "assistant", "content": first},
+                              {"role": "user", "content": "again"}], temperature=0, max_new_tokens=5).text
+    assert replies[1] == second
