@@ -144,7 +144,6 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
                 logits = torch.cat([prefill_logits, state.seq.forward(drafts)], 1)
         else:
             logits = state.seq.forward(torch.cat([state.pending[:, None], drafts], 1))
-        t3 = time.perf_counter()
         verdict = verifier.verify(state, logits, proposal)
         t4 = time.perf_counter()
         if proposer is not None:
@@ -156,7 +155,6 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
             stats.draft_time += t2 - t1
             stats.verify_time += t4 - t2
             stats.target_forwards += int(not first or proposal.width > 0)
-        del t3
         events = _emit(state, logits, proposal, verdict)
         yield events
         first = False
