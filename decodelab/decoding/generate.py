@@ -80,13 +80,22 @@ def _method(speculative: Any, lm: LM, watermark: dict | None = None, state: Deco
     return resolve_speculative(speculative, lm)
 
 
+def _attach_constraint(state: DecodeState, constraint: Any) -> None:
+    if constraint is None:
+        return
+    if not all(hasattr(constraint, m) for m in ("start", "allowed", "advance", "select_rows")):
+        raise InvalidOption("constraint must implement decodelab.decoding.protocols.Constraint")
+    state.constraint = constraint
+
+
 def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, watermark: dict | None = None,
-             **options: Any) -> GenerationOutput | list[GenerationOutput]:
+             constraint: Any = None, **options: Any) -> GenerationOutput | list[GenerationOutput]:
     """Generate a continuation of a prompt (or of each prompt in a list).
 
     Options: max_new_tokens, seed, stop, chat, top_logprobs, records, and every sampler option
     (temperature, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff,
     repetition_penalty, frequency_penalty, presence_penalty, logit_bias).
+    `constraint=` takes a `Constraint` (token masks, see decodelab.decoding.protocols).
     `speculative=` takes a method (dl.spec.PromptLookup(), ...) or its name; `watermark=` takes
     {"key": ..., "scheme": "exp"|"its"|"kgw", "n", "shift", "gamma", "delta"} (see decodelab.watermark).
 
@@ -98,6 +107,7 @@ def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, 
         True
     """
     state, batch = prepare(lm, prompt, **options)
+    _attach_constraint(state, constraint)
     proposer, verifier = _method(speculative, lm, watermark, state)
     for _ in run_loop(state, proposer, verifier):
         pass
@@ -106,7 +116,7 @@ def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, 
 
 
 def stream(lm: LM, prompt: Prompt, *, speculative: Any = None, watermark: dict | None = None,
-           **options: Any) -> Iterator[str]:
+           constraint: Any = None, **options: Any) -> Iterator[str]:
     """Yield the text of one prompt's continuation piece by piece (never a broken character).
 
     Example:
@@ -116,16 +126,18 @@ def stream(lm: LM, prompt: Prompt, *, speculative: Any = None, watermark: dict |
     """
     if is_batch(prompt):
         raise InvalidPrompt("stream() takes one prompt; use generate() for a batch")
-    for event in stream_events(lm, prompt, speculative=speculative, watermark=watermark, **options):
+    for event in stream_events(lm, prompt, speculative=speculative, watermark=watermark, constraint=constraint,
+                               **options):
         if event.text:
             yield event.text
 
 
 def stream_events(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None,
-                  watermark: dict | None = None, **options: Any):
+                  watermark: dict | None = None, constraint: Any = None, **options: Any):
     """Yield `StepEvent`s (row, token ids, text, finished) as they happen; the final
     `GenerationOutput`s are available as the generator's return value."""
     state, _ = prepare(lm, prompt, **options)
+    _attach_constraint(state, constraint)
     proposer, verifier = _method(speculative, lm, watermark, state)
     for events in run_loop(state, proposer, verifier):
         yield from events

@@ -20,7 +20,7 @@ from ..sampling.config import SamplingConfig, draw_uniforms, process_logits, sam
 from ..sampling.keyed import row_generators
 from ..sampling.processors import TokenHistory, entropy
 from .detokenize import IncrementalText
-from .protocols import Proposal, Proposer, Verdict, Verifier
+from .protocols import Constraint, Proposal, Proposer, Verdict, Verifier
 from .records import GenerationStats, TokenRecord
 
 
@@ -65,6 +65,7 @@ class DecodeState:
         self.keep_records = records
         self.seq = Sequence(lm, prompts)
         self.pending = torch.zeros(len(prompts), dtype=torch.long, device=lm.device)
+        self.constraint: Constraint | None = None
 
     # --- what proposers read
     def context(self, b: int) -> list[int]:
@@ -72,19 +73,36 @@ class DecodeState:
         row = self.rows[self.active[b]]
         return row.prompt_ids + row.output_ids
 
-    def history(self, drafts: torch.Tensor | None = None) -> TokenHistory | None:
+    def history(self, drafts: torch.Tensor | None = None, parents: torch.Tensor | None = None,
+                ) -> TokenHistory | None:
         """Penalty histories for each active row, extended along drafts [B, k] if given.
 
-        Rows come out as [B * (k+1)] (position-major within a row) when drafts are given.
+        Rows come out as [B * (k+1)] (position-major within a row) when drafts are given;
+        with `parents` the drafts are a tree and position j+1 follows node j's path.
         """
         if not self.needs_history:
             return None
         rows = [self.rows[i] for i in self.active]
         base = TokenHistory.from_ids([r.prompt_ids for r in rows], [r.output_ids for r in rows],
                                      self.lm.vocab_size, self.lm.device)
-        return base if drafts is None else base.extend_along(drafts)
+        if drafts is None:
+            return base
+        drafts = drafts.to(self.lm.device)
+        return base.extend_along(drafts) if parents is None else base.extend_along_tree(drafts, parents)
 
-    def process(self, logits: torch.Tensor, history: TokenHistory | None) -> torch.Tensor:
+    def allowed(self, drafts: torch.Tensor | None = None, parents: torch.Tensor | None = None,
+                ) -> torch.Tensor | None:
+        """The constraint's masks along the drafts (rows as in `history`); None if unconstrained."""
+        if self.constraint is None:
+            return None
+        return self.constraint.allowed(self, drafts, parents)
+
+    def process(self, logits: torch.Tensor, history: TokenHistory | None,
+                allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """Processed logits; a constraint's `allowed` mask applies first, so truncation samplers
+        (top-k, top-p, ...) work on the tokens the constraint permits."""
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
         return process_logits(logits, self.config, history, self.processors)
 
     def uniforms(self) -> torch.Tensor:
@@ -102,7 +120,7 @@ class SampleVerifier:
     """The verifier of plain decoding: no drafts, sample the next token from the target."""
 
     def verify(self, state: DecodeState, target_logits: torch.Tensor, proposal: Proposal) -> Verdict:
-        processed = state.process(target_logits[:, 0], state.history())
+        processed = state.process(target_logits[:, 0], state.history(), state.allowed())
         batch = target_logits.shape[0]
         return Verdict(torch.zeros(batch, dtype=torch.long), state.sample(processed), ["target"] * batch)
 
@@ -123,6 +141,8 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
         row.stats.target_forwards = 1
     if proposer is not None:
         proposer.start(state)
+    if state.constraint is not None:
+        state.constraint.start(state)
     first = True
     while True:
         budget = _draft_budget(state)
@@ -137,18 +157,17 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
         else:
             proposal = Proposal.empty(len(state.active), state.lm.device)
         t2 = time.perf_counter()
-        drafts = proposal.tokens.to(state.lm.device)
-        if first:
-            logits = prefill_logits
-            if proposal.width:
-                logits = torch.cat([prefill_logits, state.seq.forward(drafts)], 1)
-        else:
-            logits = state.seq.forward(torch.cat([state.pending[:, None], drafts], 1))
+        logits = _forward_proposal(state, prefill_logits if first else None, proposal)
         verdict = verifier.verify(state, logits, proposal)
         t4 = time.perf_counter()
         if proposer is not None:
             proposer.accepted(state, proposal, verdict)
-        if proposal.width:
+        if proposal.is_tree:
+            # after the first step the tree forward's node 0 is the pending token
+            shift = 0 if first else 1
+            state.seq.keep_tree_path([list(range(shift)) + [node + shift for node in verdict.path(b)]
+                                      for b in range(len(state.active))])
+        elif proposal.width:
             state.seq.rollback((proposal.width - verdict.accepted).tolist())
         for i in state.active:
             stats = state.rows[i].stats
@@ -164,6 +183,23 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
         state.pending = torch.tensor([state.rows[i].output_ids[-1] for i in state.active], device=state.lm.device)
     for row in state.rows:
         row.stats.wall_time = time.perf_counter() - start
+
+
+def _forward_proposal(state: DecodeState, prefill_logits: torch.Tensor | None, proposal: Proposal) -> torch.Tensor:
+    """Target logits [B, k+1, V] for the proposal: [pending, drafts] in one forward (a tree
+    forward for token trees). Right after the prefill the pending token is already cached."""
+    drafts = proposal.tokens.to(state.lm.device)
+    if prefill_logits is not None:
+        if not proposal.width:
+            return prefill_logits
+        if proposal.is_tree:
+            return torch.cat([prefill_logits, state.seq.forward_tree(drafts, proposal.parents)], 1)
+        return torch.cat([prefill_logits, state.seq.forward(drafts)], 1)
+    tokens = torch.cat([state.pending[:, None], drafts], 1)
+    if proposal.is_tree:
+        parents = torch.cat([torch.full((len(drafts), 1), -1), proposal.parents.cpu() + 1], 1)
+        return state.seq.forward_tree(tokens, parents)
+    return state.seq.forward(tokens)
 
 
 def _draft_budget(state: DecodeState) -> list[int] | None:
@@ -185,18 +221,23 @@ def _emit(state: DecodeState, logits: torch.Tensor, proposal: Proposal, verdict:
     eos = state.lm.eos_token_ids
     for b, i in enumerate(state.active):
         row = state.rows[i]
-        accepted = int(verdict.accepted[b])
-        new = proposal.tokens[b, :accepted].tolist() + [int(verdict.next_tokens[b])]
+        path = verdict.path(b)
+        accepted = len(path)
+        new = proposal.tokens[b, path].tolist() + [int(verdict.next_tokens[b])]
+        positions = [0] + [node + 1 for node in path]
         sources = ["draft"] * accepted + [verdict.next_source[b]]
         row.stats.verify_steps += 1
         if proposal.width:
             row.stats.record_acceptance(int(proposal.lengths[b]), accepted)
         taken: list[int] = []
-        for position, (token, source) in enumerate(zip(new, sources)):
+        for position, token, source in zip(positions, new, sources):
             taken.append(token)
             row.output_ids.append(token)
             if logprobs is not None:
                 row.records.append(_record(state, logprobs[b, position], token, source))
+            if state.constraint is not None and state.constraint.advance(state, b, token):
+                row.finish_reason = "stop"
+                break
             if token in eos:
                 row.finish_reason = "stop"
                 break
@@ -232,3 +273,5 @@ def _prune_finished(state: DecodeState, proposer: Proposer | None) -> None:
         state.seq.select_rows(keep)
         if proposer is not None:
             proposer.select_rows(keep)
+        if state.constraint is not None:
+            state.constraint.select_rows(keep)

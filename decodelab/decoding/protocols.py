@@ -22,11 +22,16 @@ class Proposal:
 
     `draft_probs` [B, k, V] holds the processed draft distributions the tokens were drawn
     from, for verifiers that need them (rejection sampling); None for deterministic drafts.
+
+    A token tree sets `parents` [B, k]: node j's parent (-1 for children of the last emitted
+    token), parents before children; a row's valid nodes are its first lengths[b] nodes and
+    padding nodes are extra roots. Without `parents` the drafts of a row form one chain.
     """
 
     tokens: torch.Tensor
     lengths: torch.Tensor
     draft_probs: torch.Tensor | None = None
+    parents: torch.Tensor | None = None
 
     @classmethod
     def empty(cls, batch: int, device: torch.device | str = "cpu") -> Proposal:
@@ -36,6 +41,16 @@ class Proposal:
     def width(self) -> int:
         return int(self.tokens.shape[1])
 
+    @property
+    def is_tree(self) -> bool:
+        return self.parents is not None and self.width > 0
+
+    def row_parents(self, b: int) -> list[int]:
+        """Parent list of row b (a chain when the proposal has no tree)."""
+        if self.parents is None:
+            return list(range(-1, self.width - 1))
+        return [int(x) for x in self.parents[b].tolist()]
+
 
 @dataclass
 class Verdict:
@@ -44,6 +59,13 @@ class Verdict:
     accepted: torch.Tensor  # [B] long
     next_tokens: torch.Tensor  # [B] long
     next_source: list[str]  # "target", "bonus" or "correction" per row
+    paths: list[list[int]] | None = None  # tree proposals: accepted node indices, root first
+
+    def path(self, b: int) -> list[int]:
+        """Accepted draft positions of row b (node indices for trees)."""
+        if self.paths is not None:
+            return self.paths[b]
+        return list(range(int(self.accepted[b])))
 
 
 class Proposer(Protocol):
@@ -62,4 +84,32 @@ class Proposer(Protocol):
 
 class Verifier(Protocol):
     def verify(self, state: DecodeState, target_logits: torch.Tensor, proposal: Proposal) -> Verdict:
-        """target_logits [B, k+1, V]: position j scores the token after the j-th draft."""
+        """target_logits [B, k+1, V]: position 0 scores the first draft; position j+1 scores
+        the token after draft j (after node j's root-to-node path for trees)."""
+
+
+class Constraint(Protocol):
+    """Restricts which tokens may come next (grammars): a mask applied before the sampler.
+
+    The loop asks for masks along the drafts being verified and reports accepted tokens, so
+    a constraint works with every sampler and every speculative method: a draft token the
+    constraint forbids has target probability 0 and is always rejected.
+    """
+
+    def start(self, state: DecodeState) -> None:
+        """Called once before the first step."""
+
+    def allowed(self, state: DecodeState, tokens: torch.Tensor | None, parents: torch.Tensor | None,
+                ) -> torch.Tensor:
+        """Bool [B * (k+1), V]: row b*(k+1) + j allows the tokens that may follow the context of
+        active row b plus the drafts on the path to node j-1 (chains: drafts 1..j).
+
+        Positions after a forbidden draft are never used; any mask with one True will do there.
+        """
+
+    def advance(self, state: DecodeState, b: int, token: int) -> bool:
+        """Active row b emitted this token; True when the constraint is complete (the row
+        stops there, and later tokens of the same step are dropped)."""
+
+    def select_rows(self, rows: list[int]) -> None:
+        """Keep only these rows."""

@@ -110,32 +110,39 @@ class Sequence:
             self.ids[b].extend(tokens[b].tolist())
         return logits
 
-    def forward_tree(self, tokens: torch.Tensor | Seq[Seq[int]], parents: Seq[int]) -> torch.Tensor:
-        """Forward a token tree (same shape for every row) and return logits [B, n, V].
+    def forward_tree(self, tokens: torch.Tensor | Seq[Seq[int]], parents: Seq[int] | Seq[Seq[int]] | torch.Tensor,
+                     ) -> torch.Tensor:
+        """Forward a token tree per row and return logits [B, n, V].
 
-        The tree's slots stay in the cache until `keep_tree_path` keeps one path per row.
+        `parents` is one parent list shared by every row, or one list per row (all of length n,
+        so rows may have trees of different shapes; pad a smaller tree with extra roots). The
+        tree's slots stay in the cache until `keep_tree_path` keeps one path per row.
         """
         tokens = self._as_tensor(tokens)
         n = tokens.shape[1]
-        if len(parents) != n:
+        per_row = _per_row_parents(parents, self.batch_size)
+        if any(len(row) != n for row in per_row):
             raise ValueError("parents must have one entry per tree token")
-        validate_parents(parents)
-        tree_depth = torch.tensor(depths(parents), device=self.device)
+        tree_depth = torch.tensor([depths(row) for row in per_row], device=self.device)
         self.check_room(int(tree_depth.max()) + 1)
         positions = self.next_pos[:, None] + tree_depth
         past = self.slot_valid[:, None, :].expand(-1, n, -1)
-        tree = ancestor_mask(parents, self.device)[None].expand(self.batch_size, -1, -1)
+        shapes = {tuple(row) for row in per_row}
+        if len(shapes) == 1:
+            tree = ancestor_mask(per_row[0], self.device)[None].expand(self.batch_size, -1, -1)
+        else:
+            tree = torch.stack([ancestor_mask(row, self.device) for row in per_row])
         allowed = torch.cat([past, tree], -1)
         dtype = self.lm.dtype
         mask4d = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
         mask4d.masked_fill_(~allowed, torch.finfo(dtype).min)
-        self._tree = (self.num_slots, list(parents), tokens)
+        self._tree = (self.num_slots, per_row, tokens)
         self.slot_valid = torch.cat([self.slot_valid, torch.ones_like(tokens, dtype=torch.bool)], 1)
         return self._run(tokens, positions, mask4d[:, None], last_only=False)
 
     def keep_tree_path(self, paths: Seq[Seq[int]]) -> None:
         """Keep, per row, the tree nodes on its accepted path (root first); drop the rest."""
-        start, parents, tokens = self._tree
+        start, per_row, tokens = self._tree
         del self._tree
         if len(paths) != self.batch_size:
             raise ValueError("one path per row")
@@ -145,8 +152,9 @@ class Sequence:
         index = torch.zeros(self.batch_size, keep_len, dtype=torch.long, device=self.device)
         valid = torch.zeros(self.batch_size, keep_len, dtype=torch.bool, device=self.device)
         for b, path in enumerate(paths):
+            parents = per_row[b]
             for depth, node in enumerate(path):
-                if parents[node] != (path[depth - 1] if depth else -1):
+                if not 0 <= node < len(parents) or parents[node] != (path[depth - 1] if depth else -1):
                     raise ValueError(f"row {b}: {list(path)} is not a root-to-node path of the tree")
             if path:
                 index[b, : len(path)] = torch.tensor(list(path), device=self.device) + start
@@ -233,3 +241,19 @@ class Sequence:
                 gather_index = index[:, None, :, None].expand(-1, heads, -1, dim)
                 tail = torch.gather(tensor, 2, gather_index)
                 setattr(layer, name, torch.cat([tensor[:, :, :start], tail], 2))
+
+
+def _per_row_parents(parents, batch_size: int) -> list[list[int]]:
+    """Parent lists per row from a shared list, a list of lists or a tensor [n] / [B, n]."""
+    if isinstance(parents, torch.Tensor):
+        parents = parents.tolist()
+    parents = list(parents)
+    if parents and isinstance(parents[0], (list, tuple)):
+        if len(parents) != batch_size:
+            raise ValueError("one parent list per row")
+        rows = [[int(x) for x in row] for row in parents]
+    else:
+        rows = [[int(x) for x in parents]] * batch_size
+    for row in rows:
+        validate_parents(row)
+    return rows

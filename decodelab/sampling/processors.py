@@ -19,6 +19,8 @@ from typing import Protocol
 
 import torch
 
+from ..engine.tree import ancestor_mask
+
 NEG_INF = float("-inf")
 
 
@@ -53,6 +55,20 @@ class TokenHistory:
             steps[:, 1:] = onehot.cumsum(1)
         counts = (self.output_counts[:, None] + steps).reshape(n * (k + 1), vocab)
         seen = (self.seen[:, None] | (steps > 0)).reshape(n * (k + 1), vocab)
+        return TokenHistory(seen=seen, output_counts=counts)
+
+    def extend_along_tree(self, tokens: torch.Tensor, parents: torch.Tensor) -> TokenHistory:
+        """Histories at each tree position: rows [N*(n+1)]; position 0 is the base, position
+        j+1 adds the tokens on the root-to-node path of node j (parents [N, n])."""
+        n_rows, n = tokens.shape
+        vocab = self.output_counts.shape[1]
+        steps = torch.zeros(n_rows, n + 1, vocab, device=tokens.device)
+        if n:
+            on_path = torch.stack([ancestor_mask(row, tokens.device) for row in parents.tolist()])
+            onehot = torch.nn.functional.one_hot(tokens, vocab).to(steps.dtype)
+            steps[:, 1:] = torch.einsum("bij,bjv->biv", on_path.to(steps.dtype), onehot)
+        counts = (self.output_counts[:, None] + steps).reshape(n_rows * (n + 1), vocab)
+        seen = (self.seen[:, None] | (steps > 0)).reshape(n_rows * (n + 1), vocab)
         return TokenHistory(seen=seen, output_counts=counts)
 
     def repeat_rows(self, times: int) -> TokenHistory:

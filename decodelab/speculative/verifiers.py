@@ -25,10 +25,14 @@ from ..sampling.config import sample_from_probs
 
 
 def processed_target(state: DecodeState, target_logits: torch.Tensor, proposal: Proposal) -> torch.Tensor:
-    """Processed target logits [B, k+1, V]; position j sees the history plus drafts 1..j."""
+    """Processed target logits [B, k+1, V]; position j sees the history plus drafts 1..j
+    (for trees: plus the path to node j-1), and the constraint's mask there if any."""
     batch, width, vocab = target_logits.shape
-    history = state.history(proposal.tokens) if state.needs_history else None
-    processed = state.process(target_logits.reshape(batch * width, vocab), history)
+    drafts = proposal.tokens if proposal.width else None
+    parents = proposal.parents if proposal.is_tree else None
+    history = state.history(drafts, parents) if state.needs_history else None
+    allowed = state.allowed(drafts, parents)
+    processed = state.process(target_logits.reshape(batch * width, vocab), history, allowed)
     return processed.reshape(batch, width, vocab)
 
 
