@@ -187,7 +187,7 @@ class Sequence:
         self.cache.batch_select_indices(index)
         self.slot_valid = self.slot_valid[index]
         self.next_pos = self.next_pos[index]
-        self.ids = [self.ids[r] for r in rows]
+        self.ids = [list(self.ids[r]) for r in rows]  # copies: resampling may repeat a row
         self.batch_size = len(self.ids)
         if self.batch_size == 1 and self.has_holes():
             # a lone row goes back to the unmasked fast path: squeeze its holes out once
