@@ -477,7 +477,7 @@ def spectr_rho(p: torch.Tensor, q: torch.Tensor, n: int, *, tol: float = 1e-12) 
     def feasible(rho: torch.Tensor) -> torch.Tensor:
         return _spectr_min_residual(p64, q64, n, rho) >= slack
 
-    lo = torch.ones(p64.shape[:-1], dtype=torch.float64)
+    lo = torch.ones(p64.shape[:-1], dtype=torch.float64, device=p64.device)
     hi = torch.full_like(lo, float(n))
     done = feasible(lo)
     hi = torch.where(done, lo, hi)
@@ -520,7 +520,7 @@ def spectr_residual(p: torch.Tensor, q: torch.Tensor, n: int, rho: torch.Tensor 
     """
     n = _check_n(n)
     p64, q64 = _pair(p, q, batched=True)
-    rho64 = torch.as_tensor(rho, dtype=torch.float64).expand(p64.shape[:-1])
+    rho64 = torch.as_tensor(rho, dtype=torch.float64, device=p64.device).expand(p64.shape[:-1])
     if (rho64 <= 0).any() or not torch.isfinite(rho64).all():
         raise InvalidOption("rho must be positive and finite")
     accept = torch.minimum(q64, p64 / rho64[..., None])
