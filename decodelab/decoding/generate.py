@@ -33,8 +33,10 @@ def _check_int(name: str, value: Any, minimum: int) -> int:
 
 def prepare(lm: LM, prompt: Prompt | list[Prompt], *, max_new_tokens: int | None = None,
             seed: int | None = None, stop: Any = None, chat: bool | None = None, top_logprobs: int = 5,
-            records: bool = True, **sampler: Any) -> tuple[DecodeState, bool]:
-    """Validate options and build the decode state; returns (state, is_batch)."""
+            records: bool = True, prompt_hook: Any = None, **sampler: Any) -> tuple[DecodeState, bool]:
+    """Validate options and build the decode state; returns (state, is_batch).
+
+    `prompt_hook(lm, encoded)` may rewrite the encoded prompts (token healing backs up tokens)."""
     unknown = sorted(set(sampler) - set(SAMPLER_OPTIONS))
     if unknown:
         raise InvalidOption(f"unknown option(s): {', '.join(unknown)}")
@@ -53,6 +55,8 @@ def prepare(lm: LM, prompt: Prompt | list[Prompt], *, max_new_tokens: int | None
     if not prompts:
         raise InvalidPrompt("the prompt is empty")
     encoded = [lm.encode(p, chat=chat) for p in prompts]
+    if prompt_hook is not None:
+        encoded = prompt_hook(lm, encoded)
     for ids in encoded:
         if len(ids) >= lm.context_length:
             raise PromptTooLong(
@@ -96,6 +100,10 @@ def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, 
     (temperature, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff,
     repetition_penalty, frequency_penalty, presence_penalty, logit_bias).
     `constraint=` takes a `Constraint` (token masks, see decodelab.decoding.protocols).
+    Grammars: `regex=`, `json_schema=` (dict or JSON text) or `grammar=` (Lark), with
+    `constraint_method="mask"|"awrs"|"smc"`, `particles=`, `ess_threshold=`, `token_healing=`
+    (see decodelab.constrain); constrained outputs set `constraint_satisfied`, and AWRS/SMC
+    also `log_weight` / `log_marginal_likelihood` / `particles`.
     `speculative=` takes a method (dl.spec.PromptLookup(), ...) or its name; `watermark=` takes
     {"key": ..., "scheme": "exp"|"its"|"kgw", "n", "shift", "gamma", "delta"} (see decodelab.watermark).
 
@@ -106,12 +114,15 @@ def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, 
         >>> len(out.token_ids) <= 5
         True
     """
-    state, batch = prepare(lm, prompt, **options)
-    _attach_constraint(state, constraint)
-    proposer, verifier = _method(speculative, lm, watermark, state)
+    request = _constraint_request(lm, options, constraint, speculative, watermark)
+    state, batch = prepare(lm, prompt, prompt_hook=request.heal if request else None, **options)
+    if request is not None and request.method == "smc":
+        outputs = _run_smc(state, request)
+        return outputs if batch else outputs[0]
+    proposer, verifier = _constrained_method(state, request, constraint, speculative, watermark)
     for _ in run_loop(state, proposer, verifier):
         pass
-    outputs = [_output(lm, row) for row in state.rows]
+    outputs = [_output(lm, row, request, i) for i, row in enumerate(state.rows)]
     return outputs if batch else outputs[0]
 
 
@@ -136,16 +147,94 @@ def stream_events(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = N
                   watermark: dict | None = None, constraint: Any = None, **options: Any):
     """Yield `StepEvent`s (row, token ids, text, finished) as they happen; the final
     `GenerationOutput`s are available as the generator's return value."""
-    state, _ = prepare(lm, prompt, **options)
-    _attach_constraint(state, constraint)
-    proposer, verifier = _method(speculative, lm, watermark, state)
+    from .loop import StepEvent
+
+    request = _constraint_request(lm, options, constraint, speculative, watermark)
+    state, _ = prepare(lm, prompt, prompt_hook=request.heal if request else None, **options)
+    if request is not None and request.method == "smc":
+        outputs = _run_smc(state, request)
+        for i, out in enumerate(outputs):
+            yield StepEvent(i, out.token_ids, out.text, True)
+        return outputs
+    proposer, verifier = _constrained_method(state, request, constraint, speculative, watermark)
+    # token healing: the backed-up prompt text comes out again first; do not show it twice
+    skip = list(request.prefixes) if request is not None else [""] * len(state.rows)
     for events in run_loop(state, proposer, verifier):
-        yield from events
-    return [_output(lm, row) for row in state.rows]
+        for event in events:
+            if skip[event.row] and event.text:
+                cut = len(skip[event.row]) if event.text.startswith(skip[event.row]) else 0
+                cut = cut or len(_common_prefix(event.text, skip[event.row]))
+                skip[event.row] = skip[event.row][cut:]
+                event = StepEvent(event.row, event.token_ids, event.text[cut:], event.finished)
+            yield event
+    return [_output(lm, row, request, i) for i, row in enumerate(state.rows)]
 
 
-def _output(lm: LM, row) -> GenerationOutput:
-    return GenerationOutput(
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def _constraint_request(lm: LM, options: dict, constraint: Any, speculative: Any, watermark: Any):
+    """Parse regex/json_schema/grammar options (None when there are none)."""
+    from ..constrain.api import CONSTRAINT_OPTIONS, constraint_request
+
+    if not any(options.get(name) not in (None, False) for name in CONSTRAINT_OPTIONS):
+        for name in CONSTRAINT_OPTIONS:
+            options.pop(name, None)
+        return None
+    request = constraint_request(lm, options)
+    if request is None:
+        return None
+    if constraint is not None:
+        raise InvalidOption("give either constraint= or regex=/json_schema=/grammar=, not both")
+    if watermark is not None:
+        raise InvalidOption("watermark and grammar constraints cannot be combined")
+    if speculative is not None and request.method != "mask":
+        raise InvalidOption(f"constraint_method={request.method!r} samples token by token; "
+                            "use constraint_method='mask' with speculative decoding")
+    return request
+
+
+def _constrained_method(state: DecodeState, request: Any, constraint: Any, speculative: Any, watermark: Any):
+    """Attach the constraint and pick (proposer, verifier)."""
+    if request is not None:
+        constraint = request.make_constraint()
+    _attach_constraint(state, constraint)
+    if request is not None and request.method == "awrs":
+        from ..constrain.awrs import AWRSVerifier
+
+        return None, AWRSVerifier(constraint)
+    return _method(speculative, state.lm, watermark, state)
+
+
+def _run_smc(state: DecodeState, request: Any) -> list[GenerationOutput]:
+    from ..constrain.smc import run_smc, smc_output
+
+    if state.config.greedy:
+        raise InvalidOption("constraint_method='smc' samples: give a temperature > 0")
+    if state.rows[0].text is not None and state.rows[0].text.stop:
+        raise InvalidOption("stop strings are not supported with constraint_method='smc'")
+    outputs = []
+    for i, (row, grammar) in enumerate(zip(state.rows, request.grammars())):
+        result = run_smc(state.lm, row.prompt_ids, grammar, particles=request.particles,
+                         max_new_tokens=state.max_new_tokens, config=state.config, generator=state.generators[i],
+                         ess_threshold=request.ess_threshold, records=state.keep_records)
+        out = smc_output(state.lm, row.prompt_ids, result, state.generators[i])
+        _strip_prefix(out, request.prefixes[i])
+        outputs.append(out)
+    return outputs
+
+
+def _strip_prefix(out: GenerationOutput, prefix: str) -> None:
+    if prefix and out.text.startswith(prefix):
+        out.text = out.text[len(prefix):]
+
+
+def _output(lm: LM, row, request: Any = None, index: int = 0) -> GenerationOutput:
+    out = GenerationOutput(
         text=row.text.text,
         token_ids=row.output_ids,
         records=row.records,
@@ -153,3 +242,20 @@ def _output(lm: LM, row) -> GenerationOutput:
         finish_reason=row.finish_reason or "length",
         prompt_token_ids=row.prompt_ids,
     )
+    if request is None or request.constraint is None:
+        return out
+    c = request.constraint
+    out.constraint_satisfied = bool(c.satisfied.get(index, False)) and index not in c.failed
+    out.stats.constraint_checks = c.checks.get(index, 0)
+    out.stats.constraint_time = c.seconds.get(index, 0.0)
+    if request.method == "awrs":
+        out.log_weight = c.log_weight.get(index, 0.0)
+    if index in c.failed:
+        out.finish_reason = "constraint"
+        if request.method == "awrs" and out.token_ids and out.token_ids[-1] in lm.eos_token_ids:
+            # AWRS found no allowed token: the placeholder EOS is not part of the output
+            out.token_ids = out.token_ids[:-1]
+            out.records = out.records[:len(out.token_ids)]
+            out.log_weight = float("-inf")
+    _strip_prefix(out, request.prefixes[index])
+    return out

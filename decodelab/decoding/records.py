@@ -42,6 +42,9 @@ class GenerationStats:
     prefill_time: float = 0.0
     draft_time: float = 0.0
     verify_time: float = 0.0
+    constraint_checks: int = 0  # constrained generation: grammar checks (AWRS) made
+    constraint_time: float = 0.0  # seconds spent computing masks / checks
+    resamples: int = 0  # SMC resampling steps
 
     @property
     def mean_accepted_length(self) -> float:
@@ -86,14 +89,26 @@ class GenerationOutput:
     token_ids: list[int]
     records: list[TokenRecord]
     stats: GenerationStats
-    finish_reason: str  # "stop" (EOS or stop string), "length" (max tokens or context)
+    finish_reason: str  # "stop" (EOS, stop string, complete grammar), "length" (max tokens or context),
+    # "constraint" (a constraint no allowed token can continue)
     prompt_token_ids: list[int] = field(default_factory=list)
+    # constrained generation (None when unconstrained): whether the text is a complete member
+    # of the language; AWRS/SMC: the log importance weight of this text and (SMC) the log
+    # marginal-likelihood estimate log p(text in language) and every particle
+    constraint_satisfied: bool | None = None
+    log_weight: float | None = None
+    log_marginal_likelihood: float | None = None
+    particles: list[dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "text": self.text,
             "token_ids": self.token_ids,
             "finish_reason": self.finish_reason,
             "records": [r.as_dict() for r in self.records],
             "stats": self.stats.as_dict(),
         }
+        for name in ("constraint_satisfied", "log_weight", "log_marginal_likelihood", "particles"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        return out
