@@ -14,14 +14,22 @@ The p-value is the permutation test of the paper: recompute the statistic agains
 random key sequences xi' and return (1 + #{phi(y, xi') <= phi(y, xi)}) / (T + 1). It is exact
 for any T under H0 (text independent of the key).
 
-What is exact here: the fast path (numba) computes the same floating-point numbers as the naive
-pure-Python oracle `naive_statistic` / `naive_pvalue` (same operation order), so p-values agree
-exactly. The fast path decides "phi(y, xi') <= observed" for each resample without computing
-every shift: neighbouring shifts satisfy A_{j+1} <= A_j + Delta_j (drop key column j, pay at most
-gamma + max(-gamma, gamma - min_i c(i, j)), add a gap at the end), so a few exact shifts bound all
-others from below; shifts are computed exactly (16 at a time, vectorised) until either one is
-<= observed or every remaining lower bound exceeds it. Resampled keys come from a counter-based
-SplitMix64 stream (seed, resample, position, token), identical in both implementations.
+Fixed-point costs. Every base cost and the gap cost are rounded once to integers (multiples of
+1/SCALE, truncated toward zero), through the same function for the secret key and for the
+resampled keys, so the permutation test stays exact; the log in EXP is a short polynomial
+(`_py_fixed_log`, within 1e-9 of log before rounding) that vectorises. Integer sums are exact and
+associative: the alignment values do not depend on the order in which a kernel adds them, the
+lower bounds below are exact, and the fast path returns bit for bit the numbers of the naive
+pure-Python oracle `naive_statistic` / `naive_test` (so the p-values agree exactly).
+
+Speed. The exact Levenshtein DP runs for _LANES shifts at once in int32 lanes (one contiguous
+load of the key costs per cell row feeds all shifts, and LLVM emits AVX2/AVX-512 code). The
+permutation test only needs to decide "phi(y, xi') <= observed" for each resample: a relaxed DP
+over a range of shifts (start and end anywhere in the range's key columns) bounds all of them
+from below in one pass; ranges whose bound exceeds the observed value are dropped, others are
+halved down to _LANES shifts, which are computed exactly, until a hit is found or nothing is left.
+Resampled keys come from a counter-based SplitMix64 stream (seed, resample, position, token),
+identical in both implementations.
 """
 
 from __future__ import annotations
@@ -32,24 +40,40 @@ import warnings
 
 import numpy as np
 from numba import config as numba_config
-from numba import njit, prange, set_num_threads
+from numba import get_num_threads, njit, prange, set_num_threads, uint64
 from numba.core.errors import NumbaTypeSafetyWarning
+
+from ..errors import InvalidOption
+from .keys import WatermarkError
 
 # prange indices are unsigned inside numba's parallel loops; the casts back are safe here.
 warnings.filterwarnings("ignore", category=NumbaTypeSafetyWarning)
 
 EXP, ITS, ITS_EDIT = 0, 1, 2  # cost modes; EXP-edit is EXP costs with edit=True
+SCALE = 4096  # fixed-point costs: integer = trunc(SCALE * cost)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 _MASK = (1 << 64) - 1
-_MINMAX = {"nnan", "ninf"}  # lets min() compile to vminsd; no reassociation or FMA contraction
-_BLOCK = 16  # shifts computed together in the decision kernel (one AVX-512 double vector x 2)
+_LANES = 64  # shifts per exact DP block (int32 lanes; 64 keeps the two DP rows in L1/L2)
+_LANES_U = np.uint64(_LANES)
+_FLOOR = 2.0 ** -60  # 1 - xi is clamped here: xi can round to exactly 1.0
+_SQRT_HALF = 0.7071067811865476
+_LN2 = 0.6931471805599453
+_C3, _C5, _C7, _C9 = 1.0 / 3.0, 1.0 / 5.0, 1.0 / 7.0, 1.0 / 9.0
+_MANTISSA = np.int64(0x000FFFFFFFFFFFFF)
+_HALF_EXPONENT = np.int64(1022 << 52)  # exponent bits of a float in [0.5, 1)
+_EXP_MAX_COST = 170_400  # |fixed_log(2^-60)| = 41.59 * SCALE, the most negative EXP cost
+_INT32_MAX = 2**31 - 1
+
+
+class AlignmentOverflow(WatermarkError, InvalidOption):
+    """A block too long for the int32 alignment kernels (about 12,000 tokens for EXP)."""
 
 
 # ---------------------------------------------------------------- counter-based uniforms
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _smix(x):
     z = x + _GOLDEN
     z = (z ^ (z >> np.uint64(30))) * _MIX1
@@ -57,12 +81,12 @@ def _smix(x):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _mix(a, b):
     return _smix(a ^ _smix(b))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def _unif(h):
     return (float(h >> np.uint64(11)) + 0.5) / 9007199254740992.0
 
@@ -82,36 +106,93 @@ def _py_unif(h: int) -> float:
     return ((h >> 11) + 0.5) / 9007199254740992.0
 
 
-# ---------------------------------------------------------------- fast kernels (numba)
-@njit(cache=True)
-def _costs(mode, inv, table, u, eta, n, out):
-    """out[i, pos] = base cost of text position i against key position pos (computed once per
-    distinct token, then copied to the positions where it occurs)."""
-    distinct = eta.shape[0] if mode != 0 else table.shape[1]
-    per_token = np.empty((distinct, n))
-    for t in range(distinct):
-        if mode == 0:
+# ---------------------------------------------------------------- fixed-point costs
+def _py_fixed_log(w: float) -> int:
+    """trunc(SCALE * log(w)) for w in (0, 1], the reference definition.
+
+    w = m 2^e with m in [sqrt(1/2), sqrt(2)); log m = 2 atanh(s), s = (m - 1) / (m + 1), |s| < 0.172,
+    by its odd series to s^9 (error < 1e-9, far below the 1/SCALE rounding).
+    """
+    m, e = math.frexp(w)  # m in [0.5, 1)
+    if m < _SQRT_HALF:
+        m = m + m
+        e = e - 1
+    f = m - 1.0
+    s = f / (2.0 + f)
+    z = s * s
+    r = float(e) * _LN2 + 2.0 * s * (1.0 + z * (_C3 + z * (_C5 + z * (_C7 + z * _C9))))
+    return int(r * SCALE)
+
+
+def _py_exp_cost(xi: float) -> int:
+    return _py_fixed_log(max(1.0 - xi, _FLOOR))
+
+
+def _py_its_cost(mode: int, u: float, eta: float) -> int:
+    if mode == ITS:
+        return int(-(u - 0.5) * (eta - 0.5) * SCALE)
+    return int(abs(u - eta) * SCALE)
+
+
+@njit(cache=True, error_model="numpy")
+def _fixed_log(w, mant, out):
+    """out[p] = _py_fixed_log(w[p]) (same operations; frexp done on the bits so the loops vectorise)."""
+    count = w.shape[0]
+    bits = w.view(np.int64)
+    for p in range(count):
+        mant[p] = (bits[p] & _MANTISSA) | _HALF_EXPONENT
+    mf = mant[:count].view(np.float64)
+    for p in range(count):
+        e = ((bits[p] >> 52) & 0x7FF) - 1022
+        m = mf[p]
+        small = m < _SQRT_HALF
+        m = m + m if small else m
+        e = e - 1 if small else e
+        f = m - 1.0
+        s = f / (2.0 + f)
+        z = s * s
+        r = float(e) * _LN2 + 2.0 * s * (1.0 + z * (_C3 + z * (_C5 + z * (_C7 + z * _C9))))
+        out[p] = np.int32(r * SCALE)
+
+
+@njit(cache=True, error_model="numpy")
+def _extend_rows(rows, n):
+    """Columns n.. of every row repeat the key cyclically (so no kernel needs a modulo)."""
+    for t in range(rows.shape[0]):
+        row = rows[t]
+        for c in range(n, row.shape[0]):
+            row[c] = row[c - n]
+
+
+@njit(cache=True, error_model="numpy")
+def _key_rows(mode, table, u, eta, n, rows, w, mant):
+    """rows[t, c] = fixed-point cost of the text's distinct token t at key position c mod n."""
+    for t in range(rows.shape[0]):
+        row = rows[t]
+        if mode == EXP:
             for pos in range(n):
-                per_token[t, pos] = math.log1p(-table[pos, t])
-        elif mode == 1:
+                w[pos] = max(1.0 - table[pos, t], _FLOOR)
+            _fixed_log(w[:n], mant, row[:n])
+        elif mode == ITS:
             for pos in range(n):
-                per_token[t, pos] = -(u[pos] - 0.5) * (eta[t] - 0.5)
+                row[pos] = np.int32(-(u[pos] - 0.5) * (eta[t] - 0.5) * SCALE)
         else:
             for pos in range(n):
-                per_token[t, pos] = abs(u[pos] - eta[t])
-    for i in range(inv.shape[0]):
-        out[i, :] = per_token[inv[i]]
+                row[pos] = np.int32(abs(u[pos] - eta[t]) * SCALE)
+    _extend_rows(rows, n)
 
 
-@njit(cache=True)
-def _null_key(mode, uniq, vocab, n, stream, table, u, eta):
-    """A fresh random key sequence for the text's distinct tokens (resample `stream`)."""
+@njit(cache=True, error_model="numpy")
+def _null_rows(mode, uniq, vocab, n, stream, rows, w, mant, u, eta):
+    """Cost rows for a fresh random key sequence (resample `stream`) over the text's distinct tokens."""
     nu = uniq.shape[0]
-    if mode == 0:
-        for pos in range(n):
-            base = np.uint64(pos) * np.uint64(vocab)
-            for t in range(nu):
-                table[pos, t] = _unif(_mix(stream, base + np.uint64(uniq[t])))
+    if mode == EXP:
+        for t in range(nu):
+            tok = np.uint64(uniq[t])
+            for pos in range(n):
+                w[pos] = max(1.0 - _unif(_mix(stream, np.uint64(pos) * np.uint64(vocab) + tok)), _FLOOR)
+            _fixed_log(w[:n], mant, rows[t, :n])
+        _extend_rows(rows, n)
         return
     for pos in range(n):
         u[pos] = _unif(_mix(stream, np.uint64(pos)))
@@ -131,122 +212,123 @@ def _null_key(mode, uniq, vocab, n, stream, table, u, eta):
             if not used:
                 break
         eta[t] = rank / (vocab - 1.0)
+    _key_rows(mode, np.empty((1, 1)), u, eta, n, rows, w, mant)
 
 
-@njit(cache=True)
-def _extend(cost, i0, k, n, width):
-    """Rows i0..i0+k-1 of cost with columns extended cyclically to `width`."""
-    out = np.empty((k, width))
-    for i in range(k):
-        for c in range(width):
-            out[i, c] = cost[i0 + i, c % n]
-    return out
+# ---------------------------------------------------------------- alignment kernels
+@njit(cache=True, error_model="numpy")
+def _edit_block(rows, inv, i0, k, g, j0, prev, cur, left, out):
+    """Levenshtein costs A_j for the _LANES shifts j0.. at once: lane b is shift j0 + b.
 
-
-@njit(cache=True, fastmath=_MINMAX)
-def _edit_shifts(ext, k, gamma, j0, width, prev, cur, out):
-    """Levenshtein costs A_j for shifts j0..j0+width-1, vectorised across shifts."""
+    prev/cur hold one DP row for all lanes ([(k+1) * _LANES], lane-minor); `left` keeps the
+    running left neighbour in its own array so LLVM sees no aliasing and vectorises the lane loop.
+    Unsigned indices spare numba's negative-index wraparound, which would also block it.
+    """
     for pos in range(k + 1):
-        for b in range(width):
-            prev[pos, b] = pos * gamma
+        for b in range(_LANES):
+            prev[uint64(pos * _LANES + b)] = pos * g
     for i in range(1, k + 1):
-        row = ext[i - 1]
-        for b in range(width):
-            cur[0, b] = i * gamma
+        row = rows[inv[i0 + i - 1]]
+        for b in range(_LANES):
+            left[b] = i * g
+            cur[uint64(b)] = i * g
         for pos in range(1, k + 1):
-            base = j0 + pos - 1
-            for b in range(width):
-                v = min(prev[pos, b] + gamma, cur[pos - 1, b] + gamma)
-                cur[pos, b] = min(v, prev[pos - 1, b] + row[base + b])
+            o = uint64(pos) * _LANES_U
+            om = o - _LANES_U
+            base = uint64(j0 + pos - 1)
+            for b in range(_LANES):
+                ub = uint64(b)
+                v = min(min(prev[o + ub], left[ub]) + g, prev[om + ub] + row[base + ub])
+                cur[o + ub] = v
+                left[ub] = v
         prev, cur = cur, prev
-    for b in range(width):
-        out[b] = prev[k, b]
+    for b in range(_LANES):
+        out[b] = prev[uint64(k * _LANES + b)]
 
 
-@njit(cache=True)
-def _plain_block(cost, i0, k, n):
-    """min over shifts of sum_l cost[i0+l, (j+l) mod n]."""
-    best = np.inf
-    for j in range(n):
-        s = 0.0
-        for pos in range(k):
-            s += cost[i0 + pos, (j + pos) % n]
-        if s < best:
-            best = s
-    return best
-
-
-@njit(cache=True)
-def _statistic(cost, k, n, gamma, edit):
-    """The exact statistic: min over blocks i0 and all shifts."""
-    m = cost.shape[0]
-    best = np.inf
-    if not edit:
-        for i0 in range(m - k + 1):
-            v = _plain_block(cost, i0, k, n)
-            if v < best:
-                best = v
-        return best
-    prev = np.empty((k + 1, n))
-    cur = np.empty((k + 1, n))
-    out = np.empty(n)
-    for i0 in range(m - k + 1):
-        ext = _extend(cost, i0, k, n, n + k)
-        _edit_shifts(ext, k, gamma, 0, n, prev, cur, out)
-        for j in range(n):
-            if out[j] < best:
-                best = out[j]
-    return best
-
-
-@njit(cache=True, fastmath=_MINMAX)
-def _relaxed(ext, k, gamma, c0, c1, row):
+@njit(cache=True, error_model="numpy")
+def _relaxed(rows, inv, i0, k, g, c0, c1, line, tmp):
     """Lower bound on A_j for every shift j with [j, j+k) inside [c0, c1): the same alignment with
     free key gaps before and after (start anywhere in row 0, end anywhere in row k)."""
     width = c1 - c0
     for c in range(width + 1):
-        row[c] = 0.0
+        line[c] = 0
     for i in range(1, k + 1):
-        cost = ext[i - 1]
-        diag = row[0]
-        left = i * gamma
-        row[0] = left
-        for c in range(1, width + 1):
-            up = row[c]
-            left = min(min(up + gamma, left + gamma), diag + cost[c0 + c - 1])
-            diag = up
-            row[c] = left
-    best = np.inf
+        seg = rows[inv[i0 + i - 1]][c0:c1]
+        for c in range(width):  # everything but the left neighbour: vectorises
+            tmp[c] = min(line[c + 1] + g, line[c] + seg[c])
+        left = i * g
+        line[0] = left
+        if g == 0:
+            for c in range(width):
+                left = min(left, tmp[c])
+                line[c + 1] = left
+        else:
+            for c in range(width):
+                left = min(left + g, tmp[c])
+                line[c + 1] = left
+    best = line[0]
     for c in range(width + 1):
-        if row[c] < best:
-            best = row[c]
+        best = min(best, line[c])
     return best
 
 
-@njit(cache=True)
-def _edit_at_most(cost, i0, k, n, gamma, threshold, prev, cur, out):
+@njit(cache=True, error_model="numpy")
+def _plain_block(rows, inv, i0, k, n, acc):
+    """min over shifts j of sum_l cost(y[i0+l], key[j+l]) (all shifts summed together)."""
+    for j in range(n):
+        acc[j] = 0
+    for pos in range(k):
+        row = rows[inv[i0 + pos]][pos:pos + n]
+        for j in range(n):
+            acc[j] += row[j]
+    best = acc[0]
+    for j in range(n):
+        best = min(best, acc[j])
+    return best
+
+
+@njit(cache=True, error_model="numpy")
+def _statistic(rows, inv, m, k, n, g, edit):
+    """The exact statistic: min over blocks i0 and all shifts (integer, in 1/SCALE units)."""
+    best = np.iinfo(np.int64).max
+    if not edit:
+        acc = np.empty(n, np.int64)
+        for i0 in range(m - k + 1):
+            best = min(best, _plain_block(rows, inv, i0, k, n, acc))
+        return best
+    prev = np.empty((k + 1) * _LANES, np.int32)
+    cur = np.empty((k + 1) * _LANES, np.int32)
+    left = np.empty(_LANES, np.int32)
+    out = np.empty(_LANES, np.int32)
+    for i0 in range(m - k + 1):
+        for j0 in range(0, n, _LANES):
+            _edit_block(rows, inv, i0, k, g, j0, prev, cur, left, out)
+            for b in range(min(_LANES, n - j0)):
+                best = min(best, out[b])
+    return best
+
+
+@njit(cache=True, error_model="numpy")
+def _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line, tmp):
     """True iff min_j A_j <= threshold for block i0 (exact; see module docstring).
 
     Branch and bound over ranges of shifts: `_relaxed` bounds a whole range with one DP; ranges
-    whose bound exceeds the threshold are dropped, others are halved down to `_BLOCK` shifts,
-    which are computed exactly.
+    whose bound exceeds the threshold are dropped, others are halved down to _LANES shifts, which
+    are computed exactly. Integer costs make the bound exact: no safety margin is needed.
     """
-    width = out.shape[0]
-    ext = _extend(cost, i0, k, n, n + k + width)
-    row = np.empty(n + k + width + 1)
-    margin = 1e-7 * (1.0 + abs(threshold))
     starts = [0]
     sizes = [n]
     while len(starts) > 0:
         s = starts.pop()
         w = sizes.pop()
-        if w <= width:
-            _edit_shifts(ext, k, gamma, s, width, prev, cur, out)
+        if w <= _LANES:
+            _edit_block(rows, inv, i0, k, g, s, prev, cur, left, out)
             for b in range(w):
                 if out[b] <= threshold:
                     return True
             continue
-        if _relaxed(ext, k, gamma, s, s + w - 1 + k, row) > threshold + margin:
+        if _relaxed(rows, inv, i0, k, g, s, s + w - 1 + k, line, tmp) > threshold:
             continue
         half = w // 2
         starts.append(s + half)
@@ -256,56 +338,69 @@ def _edit_at_most(cost, i0, k, n, gamma, threshold, prev, cur, out):
     return False
 
 
-@njit(cache=True)
-def _null_at_most(cost, k, n, gamma, edit, threshold, prev, cur, out):
-    m = cost.shape[0]
+@njit(cache=True, error_model="numpy")
+def _null_at_most(rows, inv, m, k, n, g, edit, threshold, prev, cur, left, out, line, tmp, acc):
     for i0 in range(m - k + 1):
         if edit:
-            if _edit_at_most(cost, i0, k, n, gamma, threshold, prev, cur, out):
+            if _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line, tmp):
                 return True
-        elif _plain_block(cost, i0, k, n) <= threshold:
+        elif _plain_block(rows, inv, i0, k, n, acc) <= threshold:
             return True
     return False
 
 
-@njit(cache=True, parallel=True)
-def _observed_many(mode, offsets, invs, tables, us, etas, n, ks, gamma, edit):
+@njit(cache=True, parallel=True, error_model="numpy")
+def _observed_many(mode, offsets, invs, tables, us, etas, n, ks, g, edit):
     count = offsets.shape[0] - 1
-    result = np.empty(count)
+    result = np.empty(count, np.int64)
     for t in prange(count):
         a, b = offsets[t], offsets[t + 1]
-        cost = np.empty((b - a, n))
-        _costs(mode, invs[a:b], tables[t], us[t], etas[t], n, cost)
-        result[t] = _statistic(cost, ks[t], n, gamma, edit)
+        k = ks[t]
+        nu = tables[t].shape[1] if mode == EXP else etas[t].shape[0]
+        rows = np.empty((nu, n + k + _LANES), np.int32)
+        _key_rows(mode, tables[t], us[t], etas[t], n, rows, np.empty(n), np.empty(n, np.int64))
+        result[t] = _statistic(rows, invs[a:b], b - a, k, n, g, edit)
     return result
 
 
-@njit(cache=True, parallel=True)
-def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, gamma, edit, observed, seed,
-               texts, r0, r1):
-    """hits[a, r - r0] = phi(text texts[a], resample r) <= observed, for r in [r0, r1)."""
+@njit(cache=True, parallel=True, error_model="numpy")
+def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, edit, observed, seed,
+               texts, r0, r1, workers):
+    """hits[a, r - r0] = phi(text texts[a], resample r) <= observed, for r in [r0, r1).
+
+    One loop per worker over the tasks worker, worker + workers, ... so that the scratch arrays
+    (about 0.6 MB for 256 tokens) are allocated once per worker, not once per resample.
+    """
     count = texts.shape[0]
     span = r1 - r0
     hits = np.zeros((count, span), np.bool_)
-    width = _BLOCK if n >= _BLOCK else n
-    for task in prange(count * span):
-        a = task // span
-        r = r0 + task % span
+    max_u, max_k = 1, 1
+    for a in range(count):
         t = texts[a]
-        lo, hi = offsets[t], offsets[t + 1]
-        uniq = uniq_flat[uniq_offsets[t]:uniq_offsets[t + 1]]
-        k = ks[t]
-        table = np.empty((n, uniq.shape[0]))
-        u = np.empty(n)
-        eta = np.empty(uniq.shape[0])
-        stream = _mix(np.uint64(seed), np.uint64(r + 1))
-        _null_key(mode, uniq, vocab, n, stream, table, u, eta)
-        cost = np.empty((hi - lo, n))
-        _costs(mode, invs[lo:hi], table, u, eta, n, cost)
-        prev = np.empty((k + 1, width))
-        cur = np.empty((k + 1, width))
-        out = np.empty(width)
-        hits[a, r - r0] = _null_at_most(cost, k, n, gamma, edit, observed[t], prev, cur, out)
+        max_u = max(max_u, uniq_offsets[t + 1] - uniq_offsets[t])
+        max_k = max(max_k, ks[t])
+    for worker in prange(workers):
+        rows_flat = np.empty(max_u * (n + max_k + _LANES), np.int32)
+        w, mant, u, eta = np.empty(n), np.empty(n, np.int64), np.empty(n), np.empty(max_u)
+        prev = np.empty((max_k + 1) * _LANES, np.int32)
+        cur = np.empty((max_k + 1) * _LANES, np.int32)
+        left = np.empty(_LANES, np.int32)
+        out = np.empty(_LANES, np.int32)
+        line = np.empty(n + max_k + _LANES + 1, np.int32)
+        tmp = np.empty(n + max_k + _LANES, np.int32)
+        acc = np.empty(n, np.int64)
+        for task in range(worker, count * span, workers):
+            a = task // span
+            r = r0 + task % span
+            t = texts[a]
+            lo, hi = offsets[t], offsets[t + 1]
+            uniq = uniq_flat[uniq_offsets[t]:uniq_offsets[t + 1]]
+            k = ks[t]
+            rows = rows_flat[:uniq.shape[0] * (n + k + _LANES)].reshape((uniq.shape[0], n + k + _LANES))
+            stream = _mix(np.uint64(seed), np.uint64(r + 1))
+            _null_rows(mode, uniq, vocab, n, stream, rows, w, mant, u, eta)
+            hits[a, r - r0] = _null_at_most(rows, invs[lo:hi], hi - lo, k, n, g, edit, observed[t], prev, cur,
+                                            left, out, line, tmp, acc)
     return hits
 
 
@@ -328,6 +423,18 @@ def sequential_pvalue(hits: list[bool] | np.ndarray, resamples: int, stop_after:
 def set_workers(workers: int | None) -> None:
     """Threads for the numba kernels (None: all cores numba sees)."""
     set_num_threads(int(workers) if workers else numba_config.NUMBA_NUM_THREADS)
+
+
+def fixed_gamma(gamma: float) -> int:
+    """The gap cost as the kernels use it: trunc(SCALE * gamma)."""
+    return int(float(gamma) * SCALE)
+
+
+def _check_range(mode: int, k: int, g: int) -> None:
+    per_token = _EXP_MAX_COST if mode == EXP else SCALE
+    if k * per_token + (2 * k + 1) * g >= _INT32_MAX:
+        raise AlignmentOverflow(f"a block of {k} tokens is too long for the alignment kernels; "
+                                "pass a smaller block (sub-block length k)")
 
 
 def _pack(token_lists: list[np.ndarray]):
@@ -353,10 +460,24 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
     key_tables[t] is (table [n, U_t], u [n], eta [U_t]) for text t's distinct tokens (sorted), from
     the secret key. With `stop_after=h` a text stops resampling at its h-th null hit (see
     `sequential_pvalue`); resamples run in chunks across all unfinished texts in parallel.
+    Statistics are returned in cost units (the fixed-point integers divided by SCALE).
+
+    Example:
+        >>> import numpy as np
+        >>> tokens = np.array([3, 1, 4, 1, 5])
+        >>> table = np.random.default_rng(0).random((8, 4))   # key at the 4 distinct tokens
+        >>> stats, p, used = fast_test([tokens], mode=EXP, edit=True, key_tables=[(table, None, None)],
+        ...                            vocab_size=10, n=8, k=None, gamma=0.0, resamples=9)
+        >>> 0 < p[0] <= 1
+        True
     """
     set_workers(workers)
+    threads = int(workers) if workers else get_num_threads()
     offsets, invs, uniqs, uniq_flat, uniq_offsets = _pack(token_lists)
     ks = np.array([min(k or len(t), len(t)) for t in token_lists], np.int64)
+    g = fixed_gamma(gamma)
+    for kk in ks:
+        _check_range(mode, int(kk), g)
     from numba.typed import List
 
     tables, us, etas = List(), List(), List()
@@ -364,7 +485,7 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
         tables.append(np.ascontiguousarray(np.zeros((1, 1)) if table is None else table, np.float64))
         us.append(np.ascontiguousarray(np.zeros(1) if u is None else u, np.float64))
         etas.append(np.ascontiguousarray(np.zeros(1) if eta is None else eta, np.float64))
-    observed = _observed_many(mode, offsets, invs, tables, us, etas, n, ks, float(gamma), bool(edit))
+    observed = _observed_many(mode, offsets, invs, tables, us, etas, n, ks, g, bool(edit))
     count = len(token_lists)
     hits = np.zeros((count, resamples), np.bool_)
     used = np.zeros(count, np.int64)
@@ -375,54 +496,55 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
     chunk = min(chunk, 2 * stop_after) if stop_after else chunk
     while r0 < resamples and active.size:
         r1 = min(resamples, r0 + chunk)
-        block = _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, int(vocab_size), n, ks, float(gamma),
-                           bool(edit), observed, seed, active, r0, r1)
+        block = _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, int(vocab_size), n, ks, g,
+                           bool(edit), observed, seed, active, r0, r1, threads)
         hits[active, r0:r1] = block
         used[active] = r1
         if stop_after:
             active = active[hits[active, :r1].sum(axis=1) < stop_after]
         r0, chunk = r1, min(2 * chunk, 256)
     pvalues = np.array([sequential_pvalue(hits[t, :used[t]], resamples, stop_after) for t in range(count)])
-    return observed, pvalues, used
+    return observed / SCALE, pvalues, used
 
 
 # ---------------------------------------------------------------- naive pure-Python oracle
-def _naive_costs(mode: int, tokens: list[int], uniq: list[int], table, u, eta, n: int) -> list[list[float]]:
+def _naive_costs(mode: int, tokens: list[int], uniq: list[int], table, u, eta, n: int) -> list[list[int]]:
     index = {tok: t for t, tok in enumerate(uniq)}
     rows = []
     for tok in tokens:
         t = index[tok]
         if mode == EXP:
-            rows.append([math.log1p(-float(table[pos][t])) for pos in range(n)])
-        elif mode == ITS:
-            rows.append([-(float(u[pos]) - 0.5) * (float(eta[t]) - 0.5) for pos in range(n)])
+            rows.append([_py_exp_cost(float(table[pos][t])) for pos in range(n)])
         else:
-            rows.append([abs(float(u[pos]) - float(eta[t])) for pos in range(n)])
+            rows.append([_py_its_cost(mode, float(u[pos]), float(eta[t])) for pos in range(n)])
     return rows
 
 
-def _naive_levenshtein(cost: list[list[float]], i0: int, j: int, k: int, n: int, gamma: float) -> float:
+def _naive_levenshtein(cost: list[list[int]], i0: int, j: int, k: int, n: int, gamma: int) -> int:
     prev = [pos * gamma for pos in range(k + 1)]
     for i in range(1, k + 1):
-        cur = [i * gamma] + [0.0] * k
+        cur = [i * gamma] + [0] * k
         for pos in range(1, k + 1):
             cur[pos] = min(prev[pos] + gamma, cur[pos - 1] + gamma, prev[pos - 1] + cost[i0 + i - 1][(j + pos - 1) % n])
         prev = cur
     return prev[k]
 
 
-def naive_statistic(cost: list[list[float]], k: int, n: int, gamma: float, edit: bool) -> float:
-    """The statistic by direct enumeration of blocks and shifts (slow; the oracle)."""
-    best = math.inf
+def naive_statistic(cost: list[list[int]], k: int, n: int, gamma: int, edit: bool) -> int:
+    """The statistic by direct enumeration of blocks and shifts (slow; the oracle).
+
+    cost holds fixed-point integer costs and gamma is the fixed-point gap cost (`fixed_gamma`).
+    """
+    best = None
     for i0 in range(len(cost) - k + 1):
         for j in range(n):
             if edit:
                 value = _naive_levenshtein(cost, i0, j, k, n, gamma)
             else:
-                value = 0.0
+                value = 0
                 for pos in range(k):
                     value += cost[i0 + pos][(j + pos) % n]
-            best = min(best, value)
+            best = value if best is None else min(best, value)
     return best
 
 
@@ -445,22 +567,30 @@ def _naive_null_key(mode: int, uniq: list[int], vocab: int, n: int, stream: int)
 def naive_test(tokens: list[int], *, mode: int, edit: bool, key_table: tuple, vocab_size: int, n: int,
                k: int | None, gamma: float, resamples: int, seed: int = 0,
                stop_after: int | None = None) -> tuple[float, float]:
-    """(statistic, p-value) of one text, in plain Python loops: the reference for `fast_test`."""
+    """(statistic, p-value) of one text, in plain Python loops: the reference for `fast_test`.
+
+    Example:
+        >>> import numpy as np
+        >>> table = np.random.default_rng(0).random((8, 4))
+        >>> stat, p = naive_test([3, 1, 4, 1, 5], mode=EXP, edit=True, key_table=(table, None, None),
+        ...                      vocab_size=10, n=8, k=None, gamma=0.0, resamples=9)
+    """
     tokens = [int(t) for t in tokens]
     uniq = sorted(set(tokens))
     k = min(k or len(tokens), len(tokens))
+    g = fixed_gamma(gamma)
     table, u, eta = key_table
     observed = naive_statistic(_naive_costs(mode, tokens, uniq, _rows(table), _vec(u), _vec(eta), n),
-                               k, n, gamma, edit)
+                               k, n, g, edit)
     hits = []
     for r in range(resamples):
         stream = _py_mix(int(seed) & ((1 << 63) - 1), r + 1)
         table_r, u_r, eta_r = _naive_null_key(mode, uniq, vocab_size, n, stream)
         cost = _naive_costs(mode, tokens, uniq, table_r, u_r, eta_r, n)
-        hits.append(naive_statistic(cost, k, n, gamma, edit) <= observed)
+        hits.append(naive_statistic(cost, k, n, g, edit) <= observed)
         if stop_after and sum(hits) >= stop_after:
             break
-    return observed, sequential_pvalue(hits, resamples, stop_after)
+    return observed / SCALE, sequential_pvalue(hits, resamples, stop_after)
 
 
 def _rows(table):

@@ -1,5 +1,7 @@
 """The fast statistic and permutation test equal the naive pure-Python oracle exactly."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -34,6 +36,40 @@ def test_fast_statistic_and_pvalue_equal_naive(mode, edit, gamma, n):
         assert pvalues[0] == pvalue
 
 
+@pytest.mark.parametrize("mode,edit,gamma", [(align.EXP, True, 0.0), (align.EXP, True, 0.7), (align.ITS_EDIT, True, 0.4),
+                                              (align.EXP, False, 0.0)])
+def test_edge_cases_equal_naive(mode, edit, gamma):
+    """One token, block longer than the key (k > n), all tokens equal, block of 1, early stop."""
+    rng = np.random.default_rng(5)
+    cases = [([4], 5, None), (list(rng.integers(0, 23, 12)), 5, None), ([7] * 9, 11, None),
+             (list(rng.integers(0, 23, 9)), 70, 1), (list(rng.integers(0, 23, 30)), 66, 20)]
+    for tokens, n, block in cases:
+        tokens = np.array(tokens)
+        uniq = np.unique(tokens)
+        if mode == align.EXP:
+            table = (rng.random((n, len(uniq))), None, None)
+        else:
+            table = (None, rng.random(n), rng.permutation(23)[uniq] / 22.0)
+        fast = align.fast_test([tokens], mode=mode, edit=edit, key_tables=[table], vocab_size=23, n=n, k=block,
+                               gamma=gamma, resamples=6, seed=3)
+        naive = align.naive_test(list(tokens), mode=mode, edit=edit, key_table=table, vocab_size=23, n=n, k=block,
+                                 gamma=gamma, resamples=6, seed=3)
+        assert (fast[0][0], fast[1][0]) == naive
+
+
+def test_fixed_log_kernel_equals_reference_and_log():
+    rng = np.random.default_rng(1)
+    w = np.concatenate([rng.random(5000), rng.random(500) ** 40, [1.0, 0.5, 2.0 ** -60, align._SQRT_HALF,
+                                                                  np.nextafter(align._SQRT_HALF, 0), 1 - 2.0 ** -53]])
+    out = np.empty(len(w), np.int32)
+    align._fixed_log(w, np.empty(len(w), np.int64), out)
+    assert out.tolist() == [align._py_fixed_log(float(x)) for x in w]
+    # Within one fixed-point unit of the true log (the rounding is truncation toward zero).
+    assert np.all(np.abs(out / align.SCALE - np.log(w)) < 1.0 / align.SCALE)
+    xi = np.array([0.0, 1.0, 1 - 2.0 ** -53])  # xi = 1 can come out of the rounding: clamped, finite
+    assert [align._py_exp_cost(float(x)) for x in xi] == [0, align._py_fixed_log(2.0 ** -60), -150473]
+
+
 def test_broken_bound_would_be_caught():
     """Negative control for the oracle comparison: a wrong gap cost changes the statistic."""
     rng = np.random.default_rng(0)
@@ -43,6 +79,24 @@ def test_broken_bound_would_be_caught():
     naive, _ = align.naive_test(list(tokens), mode=align.EXP, edit=True, key_table=table, vocab_size=23, n=9, k=None,
                                 gamma=0.0, resamples=0)
     assert fast[0] != naive
+
+
+def test_oracle_disagrees_with_a_broken_kernel(monkeypatch):
+    """Negative control for the exact-equality test: a kernel with a changed cost rounding differs."""
+    rng = np.random.default_rng(2)
+    tokens, table = _case(rng, align.EXP, 23, 9, 8)
+    naive, _ = align.naive_test(list(tokens), mode=align.EXP, edit=True, key_table=table, vocab_size=23, n=9,
+                                k=None, gamma=0.0, resamples=0)
+    monkeypatch.setattr(align, "_py_fixed_log", lambda w: int(math.log(w) * align.SCALE) - 1)
+    broken, _ = align.naive_test(list(tokens), mode=align.EXP, edit=True, key_table=table, vocab_size=23, n=9,
+                                 k=None, gamma=0.0, resamples=0)
+    assert broken != naive
+
+
+def test_too_long_block_is_a_typed_error():
+    with pytest.raises(align.AlignmentOverflow):
+        align.fast_test([np.zeros(20000, np.int64)], mode=align.EXP, edit=True, key_tables=[(np.full((4, 1), 0.5), None,
+                        None)], vocab_size=5, n=4, k=None, gamma=0.0, resamples=0)
 
 
 def test_sequential_pvalue_rule():
