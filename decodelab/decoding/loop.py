@@ -66,6 +66,10 @@ class DecodeState:
         self.seq = Sequence(lm, prompts)
         self.pending = torch.zeros(len(prompts), dtype=torch.long, device=lm.device)
         self.constraint: Constraint | None = None
+        # the last target forward: tokens [B, k+1] and their logits [B, k+1, V] (position 0 is
+        # the pending token, or the prompt's last token on the first step), for proposers that
+        # learn from every forward (token recycling)
+        self.forwarded: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- what proposers read
     def context(self, b: int) -> list[int]:
@@ -158,6 +162,9 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
             proposal = Proposal.empty(len(state.active), state.lm.device)
         t2 = time.perf_counter()
         logits = _forward_proposal(state, prefill_logits if first else None, proposal)
+        last = state.pending[:, None] if not first else torch.tensor(
+            [[state.rows[i].prompt_ids[-1]] for i in state.active], device=state.lm.device)
+        state.forwarded = (torch.cat([last, proposal.tokens.to(state.lm.device)], 1), logits)
         verdict = verifier.verify(state, logits, proposal)
         t4 = time.perf_counter()
         if proposer is not None:

@@ -14,6 +14,7 @@ than 4-8), which is exactly what a fixed k ignores.
 from __future__ import annotations
 
 from ..errors import InvalidOption
+from .tree_shape import interpolated_cost
 
 
 class DraftLength:
@@ -68,16 +69,7 @@ class DraftLength:
         """Interpolated time to verify n tokens (1 per token if no curve was measured)."""
         if not self.verify_cost:
             return 1.0 + 0.05 * (n_verify - 1)
-        points = sorted(self.verify_cost)
-        if n_verify <= points[0]:
-            return self.verify_cost[points[0]]
-        for lo, hi in zip(points, points[1:]):
-            if lo <= n_verify <= hi:
-                w = (n_verify - lo) / (hi - lo)
-                return (1 - w) * self.verify_cost[lo] + w * self.verify_cost[hi]
-        last, before = points[-1], points[-2] if len(points) > 1 else points[-1]
-        slope = (self.verify_cost[last] - self.verify_cost[before]) / max(last - before, 1)
-        return self.verify_cost[last] + slope * (n_verify - last)
+        return interpolated_cost(self.verify_cost, n_verify)
 
     def expected_rate(self, k: int, alpha: float) -> float:
         tokens = (1 - alpha ** (k + 1)) / (1 - alpha)

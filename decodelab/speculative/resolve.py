@@ -62,19 +62,48 @@ def _vocab_trim(target: LM, draft: LM | None, options: dict[str, Any]):
     return spec
 
 
+def _token_recycling(target: LM, draft: LM | None, options: dict[str, Any]):
+    from .token_recycling import TokenRecycling
+
+    return TokenRecycling(target, **options)
+
+
+def _draft_tree(preset: dict[str, Any]) -> Callable[..., Any]:
+    def build(target: LM, draft: LM | None, options: dict[str, Any]):
+        from .draft_tree import DraftTree
+
+        if draft is None:
+            raise InvalidOption("tree drafting with a draft model needs one (--draft NAME / draft=...)")
+        merged = {**preset, **options}
+        if "k" in merged and preset.get("verifier") == "kseq":  # SpecTr: k i.i.d. drafts of length depth
+            k, depth = merged.pop("k"), merged.pop("depth", 4)
+            merged["branching"] = (k,) + (1,) * (depth - 1)
+        return DraftTree(draft, **merged)
+
+    return build
+
+
 METHODS: dict[str, tuple[Callable[..., Any], str]] = {
     "prompt-lookup": (_prompt_lookup, "n-gram lookup in prompt and output (options: k, min_ngram, max_ngram, adaptive)"),
     "draft": (_draft, "draft model with the same tokenizer (options: k, threshold, adaptive; needs --draft)"),
     "layer-skip": (_layer_skip, "self-drafting with the target's first layers (options: layers, k, threshold, adaptive)"),
+    "token-recycling": (_token_recycling, "draft-free trees from recycled candidate tokens (options: width, nodes, adaptive, max_depth)"),
+    "draft-tree": (_draft_tree({}), "token tree from a draft model (options: branching, nodes, depth, siblings, verifier, adaptive, min_value; needs --draft)"),
+    "dyspec": (_draft_tree({"nodes": 24, "adaptive": True}), "DySpec dynamic tree, greedy by draft probability, sized for this machine (options: nodes, depth, min_value; needs --draft)"),
+    "rsd": (_draft_tree({"branching": (3, 2, 1, 1), "siblings": "without_replacement"}), "Recursive Speculative Decoding: siblings without replacement (options: branching; needs --draft)"),
+    "spectr": (_draft_tree({"branching": (3, 1, 1, 1), "siblings": "iid", "verifier": "kseq"}), "SpecTr: k i.i.d. drafts, k-sequential selection (options: k, depth; needs --draft)"),
     "vocab-trim": (_vocab_trim, "draft model with a head trimmed to frequent tokens (options: size, k, threshold, adaptive; needs --draft)"),
 }
-ALIASES = {"pld": "prompt-lookup", "ngram": "prompt-lookup", "draft-model": "draft", "layerskip": "layer-skip"}
+TREE_METHODS = ("token-recycling", "draft-tree", "dyspec", "rsd", "spectr")
+ALIASES = {"pld": "prompt-lookup", "ngram": "prompt-lookup", "draft-model": "draft", "layerskip": "layer-skip",
+           "recycling": "token-recycling", "tr": "token-recycling", "tree": "draft-tree"}
 
 
 def make(name: str, target: LM, draft: LM | None = None, **options: Any) -> Any:
     """Build a speculative method by name, e.g. make("prompt-lookup", lm, k=8).
 
-    Every method accepts `verifier="rejection"|"greedy"` too.
+    Chain methods accept `verifier="rejection"|"greedy"`; tree methods accept
+    `verifier="without_replacement"|"iid"|"kseq"|"greedy"` (see tree_verifiers).
 
     Example:
         >>> import decodelab as dl
@@ -86,6 +115,11 @@ def make(name: str, target: LM, draft: LM | None = None, **options: Any) -> Any:
     key = ALIASES.get(name.strip().lower(), name.strip().lower())
     if key not in METHODS:
         raise InvalidOption(f"unknown speculative method '{name}'; known: {', '.join(METHODS)}")
+    if key in TREE_METHODS:  # tree verifiers are chosen by the method itself
+        try:
+            return METHODS[key][0](target, draft, dict(options))
+        except TypeError as exc:
+            raise InvalidOption(f"bad option for speculative method '{key}': {exc}") from None
     verifier = options.pop("verifier", None)
     try:
         method = METHODS[key][0](target, draft, dict(options))
