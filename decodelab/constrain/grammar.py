@@ -97,6 +97,7 @@ class Grammar:
     vocab_size: int  # logits width
     real_vocab: int  # tokens the HF tokenizer really has (ids beyond are never allowed)
     eos_token_ids: tuple[int, ...]
+    special_ids: tuple[int, ...] = ()
     prefix: str = ""
 
     def matcher(self) -> Any:
@@ -116,7 +117,7 @@ class Grammar:
         top = {"lark_grammar": f"start: {json.dumps(prefix)} @constraint"}
         definition = json.dumps({"grammars": [top] + subs})
         return _finish(Grammar(self.kind, self.source, definition, self.tokenizer, self.vocab_size,
-                               self.real_vocab, self.eos_token_ids, self.prefix + prefix))
+                               self.real_vocab, self.eos_token_ids, self.special_ids, self.prefix + prefix))
 
     def allows_text(self, text: str) -> bool:
         """Whether `text` is a complete member of the language (used by tests and the bench)."""
@@ -173,7 +174,8 @@ def compile_grammar(lm: LM, *, regex: str | None = None, json_schema: dict | str
         except ValueError as exc:
             raise InvalidConstraint(f"invalid json_schema: {exc}") from None
     compiled = _finish(Grammar(kind, source, definition, tokenizer, lm.vocab_size,
-                               min(len(lm.tokenizer), lm.vocab_size), tuple(sorted(lm.eos_token_ids))))
+                               min(len(lm.tokenizer), lm.vocab_size), tuple(sorted(lm.eos_token_ids)),
+                               tuple(sorted(getattr(lm.tokenizer, "all_special_ids", ())))))
     with _LOCK:
         if len(_GRAMMARS) >= _MAX_GRAMMARS:
             _GRAMMARS.pop(next(iter(_GRAMMARS)))
@@ -191,8 +193,13 @@ def _finish(g: Grammar) -> Grammar:
     m = g.matcher()
     if m.is_error():
         raise InvalidConstraint(f"invalid {g.kind.replace('_', ' ')}: {m.get_error().strip().splitlines()[0]}")
-    if not bool(masks_to_bool(fill_masks([(m, 0, [])], 1, g), g).any()):
-        raise InvalidConstraint(f"the {g.kind.replace('_', ' ')} matches no text")
+    mask = masks_to_bool(fill_masks([(m, 0, [])], 1, g), g)[0]
+    special = set(g.eos_token_ids) | set(getattr(g.tokenizer, "_special", ()))
+    mask[[t for t in special if t < mask.shape[0]]] = False
+    # llguidance allows only EOS in a dead end: then no text of this tokenizer can match
+    mask[[t for t in range(min(g.real_vocab, mask.shape[0])) if False]] = False
+    if not (bool(mask.any()) or m.is_accepting()):
+        raise InvalidConstraint(f"the {g.kind.replace('_', ' ')} matches no text this model's tokens can write")
     return g
 
 

@@ -100,8 +100,11 @@ class GrammarConstraint:
         if i in self.failed:
             done = True
         elif token in state.lm.eos_token_ids:
-            # EOS is in the mask only when the text is complete; the loop ends the row
+            # EOS is in the mask when the text is complete, and also (alone) in a dead end
+            # where no token can continue the grammar: a marked failure
             self.satisfied[i] = bool(matcher.is_accepting())
+            if not self.satisfied[i]:
+                self.failed[i] = "no token of this model can continue the constraint"
             done = True
         elif not matcher.consume_token(int(token)):
             self.failed[i] = f"token {token} violates the constraint: {matcher.get_error()}"
