@@ -194,10 +194,8 @@ def _finish(g: Grammar) -> Grammar:
     if m.is_error():
         raise InvalidConstraint(f"invalid {g.kind.replace('_', ' ')}: {m.get_error().strip().splitlines()[0]}")
     mask = masks_to_bool(fill_masks([(m, 0, [])], 1, g), g)[0]
-    special = set(g.eos_token_ids) | set(getattr(g.tokenizer, "_special", ()))
-    mask[[t for t in special if t < mask.shape[0]]] = False
-    # llguidance allows only EOS in a dead end: then no text of this tokenizer can match
-    mask[[t for t in range(min(g.real_vocab, mask.shape[0])) if False]] = False
+    # special tokens write no text (llguidance admits EOS, or <unk>, alone in a dead end)
+    mask[[t for t in set(g.eos_token_ids) | set(g.special_ids) if t < mask.shape[0]]] = False
     if not (bool(mask.any()) or m.is_accepting()):
         raise InvalidConstraint(f"the {g.kind.replace('_', ' ')} matches no text this model's tokens can write")
     return g
