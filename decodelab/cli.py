@@ -63,6 +63,9 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec-option", action="append", type=_key_value, default=None, metavar="KEY=VALUE",
                         help="option of the speculative method, e.g. k=8 (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    from .constrain.api import add_constraint_flags
+
+    add_constraint_flags(parser)
 
 
 def generation_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -73,6 +76,9 @@ def generation_options(args: argparse.Namespace) -> dict[str, Any]:
             options["logit_bias"] = {int(k): float(v) for k, v in args.logit_bias}
         except ValueError:
             raise InvalidOption("--logit-bias takes TOKEN_ID=NUMBER") from None
+    from .constrain.api import constraint_options_from_args
+
+    options.update(constraint_options_from_args(args))
     return {k: v for k, v in options.items() if v is not None}
 
 

@@ -99,3 +99,37 @@ def constraint_request(lm: LM, options: dict[str, Any]) -> ConstraintRequest | N
         raise InvalidOption(f"token_healing must be true or false, got {healing!r}")
     grammar = compile_grammar(lm, **given)
     return ConstraintRequest(grammar, method, particles or (8 if method == "smc" else 1), float(ess), healing)
+
+
+# --------------------------------------------------------------------------- CLI
+def add_constraint_flags(parser: Any) -> None:
+    """`--regex`, `--json-schema FILE`, `--grammar FILE`, `--constraint-method`, `--particles`,
+    `--ess-threshold`, `--token-healing` for `decodelab generate` / `chat`."""
+    group = parser.add_argument_group("constrained generation")
+    group.add_argument("--regex", default=None, help="the output must match this regular expression")
+    group.add_argument("--json-schema", default=None, metavar="FILE", help="the output must be JSON valid under this schema file")
+    group.add_argument("--grammar", default=None, metavar="FILE", help="the output must match this Lark grammar file")
+    group.add_argument("--constraint-method", default=None, choices=METHODS,
+                       help="mask (default), awrs (rejection sampling with weights) or smc (particles)")
+    group.add_argument("--particles", type=int, default=None, help="SMC particles (implies --constraint-method smc)")
+    group.add_argument("--ess-threshold", type=float, default=None, help="SMC: resample when ESS < this x particles")
+    group.add_argument("--token-healing", action="store_true", default=None,
+                       help="back up the last prompt token; the output starts with its text")
+
+
+def constraint_options_from_args(args: Any) -> dict[str, Any]:
+    """The constraint options of parsed CLI flags (files read here; a bad path is an InvalidOption)."""
+    out: dict[str, Any] = {}
+    for flag, name in (("json_schema", "--json-schema"), ("grammar", "--grammar")):
+        path = getattr(args, flag, None)
+        if path is not None:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    out[flag] = handle.read()
+            except OSError as exc:
+                raise InvalidOption(f"{name}: cannot read {path}: {exc.strerror}") from None
+    for name in ("regex", "constraint_method", "particles", "ess_threshold", "token_healing"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = value
+    return out
