@@ -247,26 +247,57 @@ def _edit_block(rows, inv, i0, k, g, j0, prev, cur, left, out):
 
 
 @njit(cache=True, error_model="numpy")
-def _relaxed(rows, inv, i0, k, g, c0, c1, line, tmp):
+def _relaxed(rows, inv, i0, k, g, c0, c1, line):
     """Lower bound on A_j for every shift j with [j, j+k) inside [c0, c1): the same alignment with
-    free key gaps before and after (start anywhere in row 0, end anywhere in row k)."""
+    free key gaps before and after (start anywhere in row 0, end anywhere in row k).
+
+    One DP row of c1 - c0 + 1 cells, swept two text rows at a time (row i+1 one column behind
+    row i): the two dependency chains overlap, and the mins stay branch-free (a data-dependent
+    branch per cell mispredicts often on long rows).
+    """
     width = c1 - c0
     for c in range(width + 1):
         line[c] = 0
-    for i in range(1, k + 1):
-        seg = rows[inv[i0 + i - 1]][c0:c1]
-        for c in range(width):  # everything but the left neighbour: vectorises
-            tmp[c] = min(line[c + 1] + g, line[c] + seg[c])
-        left = i * g
-        line[0] = left
-        if g == 0:
+    i = 1
+    while i + 1 <= k:
+        sa = rows[inv[i0 + i - 1]][c0:c1]
+        sb = rows[inv[i0 + i]][c0:c1]
+        diag_a = line[0]
+        left_a = i * g
+        left_b = left_a + g
+        prev_a = left_a
+        line[0] = left_b
+        if g == 0:  # the default for EXP: two fewer adds on the dependency chain
             for c in range(width):
-                left = min(left, tmp[c])
-                line[c + 1] = left
+                up = line[c + 1]
+                va = min(left_a, min(up, diag_a + sa[c]))
+                diag_a = up
+                left_a = va
+                vb = min(left_b, min(va, prev_a + sb[c]))
+                prev_a = va
+                left_b = vb
+                line[c + 1] = vb
         else:
             for c in range(width):
-                left = min(left + g, tmp[c])
-                line[c + 1] = left
+                up = line[c + 1]
+                va = min(left_a + g, min(up + g, diag_a + sa[c]))
+                diag_a = up
+                left_a = va
+                vb = min(left_b + g, min(va + g, prev_a + sb[c]))
+                prev_a = va
+                left_b = vb
+                line[c + 1] = vb
+        i += 2
+    if i == k:
+        seg = rows[inv[i0 + i - 1]][c0:c1]
+        diag = line[0]
+        left = i * g
+        line[0] = left
+        for c in range(width):
+            up = line[c + 1]
+            left = min(left + g, min(up + g, diag + seg[c]))
+            diag = up
+            line[c + 1] = left
     best = line[0]
     for c in range(width + 1):
         best = min(best, line[c])
@@ -310,7 +341,7 @@ def _statistic(rows, inv, m, k, n, g, edit):
 
 
 @njit(cache=True, error_model="numpy")
-def _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line, tmp):
+def _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line):
     """True iff min_j A_j <= threshold for block i0 (exact; see module docstring).
 
     Branch and bound over ranges of shifts: `_relaxed` bounds a whole range with one DP; ranges
@@ -328,7 +359,7 @@ def _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line,
                 if out[b] <= threshold:
                     return True
             continue
-        if _relaxed(rows, inv, i0, k, g, s, s + w - 1 + k, line, tmp) > threshold:
+        if _relaxed(rows, inv, i0, k, g, s, s + w - 1 + k, line) > threshold:
             continue
         half = w // 2
         starts.append(s + half)
@@ -339,10 +370,10 @@ def _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line,
 
 
 @njit(cache=True, error_model="numpy")
-def _null_at_most(rows, inv, m, k, n, g, edit, threshold, prev, cur, left, out, line, tmp, acc):
+def _null_at_most(rows, inv, m, k, n, g, edit, threshold, prev, cur, left, out, line, acc):
     for i0 in range(m - k + 1):
         if edit:
-            if _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line, tmp):
+            if _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line):
                 return True
         elif _plain_block(rows, inv, i0, k, n, acc) <= threshold:
             return True
@@ -387,7 +418,6 @@ def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, ed
         left = np.empty(_LANES, np.int32)
         out = np.empty(_LANES, np.int32)
         line = np.empty(n + max_k + _LANES + 1, np.int32)
-        tmp = np.empty(n + max_k + _LANES, np.int32)
         acc = np.empty(n, np.int64)
         for task in range(worker, count * span, workers):
             a = task // span
@@ -400,7 +430,7 @@ def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, ed
             stream = _mix(np.uint64(seed), np.uint64(r + 1))
             _null_rows(mode, uniq, vocab, n, stream, rows, w, mant, u, eta)
             hits[a, r - r0] = _null_at_most(rows, invs[lo:hi], hi - lo, k, n, g, edit, observed[t], prev, cur,
-                                            left, out, line, tmp, acc)
+                                            left, out, line, acc)
     return hits
 
 

@@ -1,12 +1,14 @@
 """Watermark benchmarks: EXP-edit power under random substitution, false positive rate, detection speed.
 
-    python -m decodelab.watermark.bench power --texts 40 --tokens 40
-    python -m decodelab.watermark.bench fpr --texts 500 --tokens 40
+    python -m decodelab.watermark.bench power --texts 128 --tokens 35 --resamples 500
+    python -m decodelab.watermark.bench fpr --texts 500 --tokens 40 [--real]
     python -m decodelab.watermark.bench speed --texts 200 --tokens 256 --resamples 1000 --naive-texts 1
 
-Power: SmolLM2 generates watermarked texts (EXP, n=256, temperature 1, random shift); a fraction
-of tokens is replaced by uniformly random tokens; detection rate at p <= 0.01 (EXP-edit, gamma 0,
-T resamples). FPR: random token sequences (independent of the key) at alpha = 0.01.
+Power (the setting of Kuditipudi et al. 2023, Sec. 4): SmolLM2 continues news openings as raw text
+(chat=False) with the EXP watermark (n=256, temperature 1, no top-k/top-p, random shift); int(rate*m)
+tokens are replaced by uniformly random tokens; detection rate at p <= 0.01 with EXP-edit (gamma 0,
+block k = m, T resamples). FPR: text independent of the key (random tokens, or unwatermarked
+SmolLM2 continuations) at alpha = 0.01 and 0.05.
 Speed: the fast detector against the naive pure-Python implementation of the same statistic; the
 naive one is timed on a subset and extrapolated linearly (stated in the output).
 """
@@ -15,63 +17,119 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 
 import numpy as np
 
 from . import align
 from .detect import detect, key_tables
-
-PROMPTS = [
-    "Write a short story about a lighthouse keeper.", "Explain how rain forms.", "Describe a busy market.",
-    "Give advice to a new gardener.", "Tell me about the history of bread.", "Describe the ocean at night.",
-    "Write a letter to a friend about a trip.", "Explain why the sky is blue.", "Describe a mountain village.",
-    "Write about a cat that learns to read.",
-]
+from .prompts import NEWS_OPENINGS
 
 
 def _substitute(tokens: list[int], rate: float, vocab: int, rng: np.random.Generator) -> list[int]:
+    """The paper's substitution attack: int(rate * m) distinct positions get uniformly random tokens."""
     out = list(tokens)
-    for i in rng.choice(len(out), int(round(rate * len(out))), replace=False):
+    for i in rng.choice(len(out), int(rate * len(out)), replace=False):
         out[i] = int(rng.integers(0, vocab))
     return out
 
 
-def power(texts: int, tokens: int, rates: list[float], resamples: int, seed: int = 0) -> list[dict]:
-    import decodelab as dl
-
+def watermarked_news(lm, texts: int, tokens: int, key: str = "bench-key", seed: int = 0) -> list[list[int]]:
+    """`texts` EXP-watermarked continuations (n=256, T=1, no top-k/top-p, EOS banned) of the news
+    openings, as raw text (chat=False), cycling through the openings."""
     from .schemes import generate
 
+    prompts = [NEWS_OPENINGS[i % len(NEWS_OPENINGS)] for i in range(texts)]
+    outs = generate(lm, prompts, key=key, scheme="exp", max_new_tokens=tokens, seed=seed, records=False,
+                    chat=False, temperature=1.0, logit_bias={t: -100.0 for t in lm.eos_token_ids})
+    return [list(o.token_ids) for o in outs]
+
+
+def power(texts: int, tokens: int, rates: list[float], resamples: int, seed: int = 0,
+          key_check: bool = True) -> dict:
+    """Detection rate at p <= 0.01 (and median p) under random substitution, EXP-edit (gamma 0,
+    k = m, n = 256), on SmolLM2 watermarked news continuations; plus the same texts under a
+    wrong key (a false-positive control on real text)."""
+    import decodelab as dl
+
     lm = dl.load()
+    start = time.perf_counter()
+    base = watermarked_news(lm, texts, tokens, seed=seed)
+    generation = time.perf_counter() - start
     rng = np.random.default_rng(seed)
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(texts)]
-    outs = generate(lm, prompts, key="bench-key", scheme="exp", max_new_tokens=tokens, seed=seed, records=False,
-                    logit_bias={t: -100.0 for t in lm.eos_token_ids})
-    base = [o.token_ids for o in outs]
     rows = []
     for rate in rates:
         attacked = [_substitute(t, rate, lm.vocab_size, rng) for t in base]
         start = time.perf_counter()
-        results = detect(lm, attacked, key="bench-key", scheme="exp", resamples=resamples)
-        rows.append({"substitution": rate, "detected_at_0.01": float(np.mean([r.p_value <= 0.01 for r in results])),
-                     "median_p": float(np.median([r.p_value for r in results])), "texts": texts,
-                     "tokens": tokens, "seconds": time.perf_counter() - start})
-    return rows
+        p = np.array([r.p_value for r in detect(lm, attacked, key="bench-key", scheme="exp", resamples=resamples,
+                                                seed=seed + 1)])
+        row = {"substitution": rate, "detected_at_0.01": float(np.mean(p <= 0.01)),
+               "detected_at_0.05": float(np.mean(p <= 0.05)), "median_p": float(np.median(p)),
+               "seconds": time.perf_counter() - start}
+        if key_check:
+            q = np.array([r.p_value for r in detect(lm, attacked, key="wrong-key", scheme="exp",
+                                                    resamples=resamples, seed=seed + 2)])
+            row["wrong_key_rejected_at_0.01"] = float(np.mean(q <= 0.01))
+        rows.append(row)
+    return {"model": "SmolLM2-135M-Instruct (packaged)", "texts": texts, "tokens": tokens, "n": 256,
+            "resamples": resamples, "gamma": 0.0, "block": "k = m", "prompts": "NEWS_OPENINGS, chat=False, T=1",
+            "generation_seconds": generation, "rows": rows}
 
 
-def fpr(texts: int, tokens: int, resamples: int, stop_after: int | None, seed: int = 0, vocab: int = 49152) -> dict:
-    rng = np.random.default_rng(seed)
-    token_lists = [rng.integers(0, vocab, tokens) for _ in range(texts)]
+def fpr(texts: int, tokens: int, resamples: int, stop_after: int | None, seed: int = 0, vocab: int = 49152,
+        real: bool = False) -> dict:
+    """False positive rate of EXP-edit on text independent of the key: random token sequences, or
+    (real=True) unwatermarked SmolLM2 continuations of the news openings (T=1, chat=False)."""
+    if real:
+        import decodelab as dl
+
+        lm = dl.load()
+        vocab = lm.vocab_size
+        token_lists = []
+        for first in range(0, texts, 100):  # batches of 100 rows keep memory small
+            prompts = [NEWS_OPENINGS[i % len(NEWS_OPENINGS)] for i in range(first, min(texts, first + 100))]
+            outs = dl.generate(lm, prompts, max_new_tokens=tokens, seed=seed + first, records=False, chat=False,
+                               temperature=1.0, logit_bias={t: -100.0 for t in lm.eos_token_ids})
+            token_lists += [np.asarray(o.token_ids) for o in outs]
+    else:
+        rng = np.random.default_rng(seed)
+        token_lists = [rng.integers(0, vocab, tokens) for _ in range(texts)]
     start = time.perf_counter()
     results = detect(None, token_lists, key="bench-key", scheme="exp", vocab_size=vocab, resamples=resamples,
                      stop_after=stop_after, seed=seed + 1)
     p = np.array([r.p_value for r in results])
-    return {"texts": texts, "tokens": tokens, "fpr_at_0.01": float(np.mean(p <= 0.01)),
-            "fpr_at_0.05": float(np.mean(p <= 0.05)), "seconds": time.perf_counter() - start}
+    return {"texts": texts, "tokens": tokens, "source": "SmolLM2 news continuations" if real else "random tokens",
+            "resamples": resamples, "stop_after": stop_after, "fpr_at_0.01": float(np.mean(p <= 0.01)),
+            "fpr_at_0.05": float(np.mean(p <= 0.05)), "fpr_at_0.2": float(np.mean(p <= 0.2)),
+            "seconds": time.perf_counter() - start}
+
+
+def kernel_throughput(tokens: int = 256, n: int = 256, vocab: int = 49152) -> dict:
+    """Single-thread cells/s of the exact alignment kernel (one full statistic: n shifts x k x k cells)
+    and of the naive pure-Python DP on a smaller case, so a benchmark on a busy machine can be checked."""
+    rng = np.random.default_rng(0)
+    tokens_ = rng.integers(0, vocab, tokens)
+    uniq, inv = np.unique(tokens_, return_inverse=True)
+    table = rng.random((n, len(uniq)))
+    rows = np.empty((len(uniq), n + tokens + align._LANES), np.int32)
+    align._key_rows(align.EXP, table, np.zeros(1), np.zeros(1), n, rows, np.empty(n), np.empty(n, np.int64))
+    inv = inv.astype(np.int64)
+    align._statistic(rows, inv, tokens, tokens, n, 0, True)  # compile / warm up
+    start = time.process_time()
+    align._statistic(rows, inv, tokens, tokens, n, 0, True)
+    fast = time.process_time() - start
+    cost = align._naive_costs(align.EXP, [int(t) for t in tokens_[:64]], sorted(set(int(t) for t in tokens_[:64])),
+                              rng.random((64, 64)).tolist(), None, None, 64)
+    start = time.process_time()
+    align.naive_statistic(cost, 64, 64, 0, True)
+    naive = time.process_time() - start
+    return {"kernel_cells_per_s": n * tokens * tokens / fast, "naive_cells_per_s": 64 ** 3 / naive}
 
 
 def speed(texts: int, tokens: int, resamples: int, naive_texts: int, naive_resamples: int, stop_after: int | None,
-          watermarked: bool, seed: int = 0, vocab: int = 49152, n: int = 256) -> dict:
+          watermarked: bool, seed: int = 0, vocab: int = 49152, n: int = 256, workers: int | None = None) -> dict:
     rng = np.random.default_rng(seed)
     token_lists = [rng.integers(0, vocab, tokens) for _ in range(texts)]
     if watermarked:  # synthetic watermark: plant the key's argmax token at every other aligned position
@@ -82,10 +140,13 @@ def speed(texts: int, tokens: int, resamples: int, naive_texts: int, naive_resam
             for i in range(0, tokens, 2):
                 t[i] = int(np.argmax(xi[i % n, :2000]))
     tables = key_tables("exp", "bench-key", n, vocab, token_lists)
+    load_before = os.getloadavg()
     start = time.perf_counter()
     _, pvalues, used = align.fast_test(token_lists, mode=align.EXP, edit=True, key_tables=tables, vocab_size=vocab,
-                                       n=n, k=None, gamma=0.0, resamples=resamples, stop_after=stop_after, seed=1)
+                                       n=n, k=None, gamma=0.0, resamples=resamples, stop_after=stop_after, seed=1,
+                                       workers=workers)
     fast = time.perf_counter() - start
+    load_after = os.getloadavg()
     start = time.perf_counter()
     for t, table in zip(token_lists[:naive_texts], tables[:naive_texts]):
         align.naive_test(list(t), mode=align.EXP, edit=True, key_table=table, vocab_size=vocab, n=n, k=None,
@@ -96,7 +157,9 @@ def speed(texts: int, tokens: int, resamples: int, naive_texts: int, naive_resam
             "watermarked": watermarked, "fast_seconds": fast, "mean_resamples_used": float(used.mean()),
             "median_p": float(np.median(pvalues)),
             "naive_measured": f"{naive_texts} text(s) x {naive_resamples + 1} statistics in {naive:.1f} s",
-            "naive_extrapolated_seconds": naive_full, "speedup": naive_full / fast}
+            "naive_extrapolated_seconds": naive_full, "speedup": naive_full / fast,
+            "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+            "threads": workers or align.get_num_threads(), **kernel_throughput(tokens, n, vocab)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,15 +173,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--naive-texts", type=int, default=1)
     parser.add_argument("--naive-resamples", type=int, default=0)
     parser.add_argument("--watermarked", action="store_true")
+    parser.add_argument("--real", action="store_true", help="fpr: unwatermarked SmolLM2 text, not random tokens")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
     if args.what == "power":
-        result = power(args.texts, args.tokens, [float(r) for r in args.rates.split(",")], args.resamples)
+        result = power(args.texts, args.tokens, [float(r) for r in args.rates.split(",")], args.resamples,
+                       seed=args.seed)
     elif args.what == "fpr":
-        result = fpr(args.texts, args.tokens, args.resamples, args.stop_after)
+        result = fpr(args.texts, args.tokens, args.resamples, args.stop_after, seed=args.seed, real=args.real)
     else:
         result = speed(args.texts, args.tokens, args.resamples, args.naive_texts, args.naive_resamples,
-                       args.stop_after, args.watermarked)
-    print(json.dumps(result, indent=1))
+                       args.stop_after, args.watermarked, workers=args.workers)
+    result["command"] = "python -m decodelab.watermark.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text + "\n")
 
 
 if __name__ == "__main__":

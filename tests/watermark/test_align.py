@@ -103,3 +103,25 @@ def test_sequential_pvalue_rule():
     assert align.sequential_pvalue([False, True, True], 10, 2) == pytest.approx(2 / 3)
     assert align.sequential_pvalue([False] * 10, 10, 2) == pytest.approx(1 / 11)
     assert align.sequential_pvalue([True] * 3 + [False] * 7, 10, None) == pytest.approx(4 / 11)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.3])
+def test_branch_and_bound_decisions_equal_naive(gamma):
+    """Keys longer than two exact blocks (n=150 > 2 x 64 lanes), so the relaxed bounds prune ranges:
+    a planted text (every null resample must be ruled out) and random texts (hits and misses)."""
+    rng = np.random.default_rng(11)
+    n, m = 150, 10
+    for planted in (True, False, False):
+        tokens = rng.integers(0, 23, m)
+        uniq, inv = np.unique(tokens, return_inverse=True)
+        table = rng.random((n, len(uniq)))
+        if planted:  # the text follows the key at shift 77: xi close to 1 where it was "sampled"
+            for i in range(m):
+                table[(77 + i) % n, inv[i]] = 1 - 1e-9
+        fast = align.fast_test([tokens], mode=align.EXP, edit=True, key_tables=[(table, None, None)], vocab_size=23,
+                               n=n, k=None, gamma=gamma, resamples=25, seed=planted)
+        naive = align.naive_test(list(tokens), mode=align.EXP, edit=True, key_table=(table, None, None),
+                                 vocab_size=23, n=n, k=None, gamma=gamma, resamples=25, seed=planted)
+        assert (fast[0][0], fast[1][0]) == naive
+        if planted:
+            assert naive[1] == pytest.approx(1 / 26)
