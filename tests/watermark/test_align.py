@@ -125,3 +125,30 @@ def test_branch_and_bound_decisions_equal_naive(gamma):
         assert (fast[0][0], fast[1][0]) == naive
         if planted:
             assert naive[1] == pytest.approx(1 / 26)
+
+
+@pytest.mark.parametrize("gamma", [0, 1200, 60000])
+def test_decision_is_sharp_at_the_exact_minimum(gamma):
+    """`_edit_at_most(threshold)` is True at threshold = min_j A_j and False one unit below. With an
+    expensive gap (60000) the relaxed bound of a range equals the best exact value in it, so a bound
+    that overshoots by one unit or a range that misses its last shift's columns fails this."""
+    rng = np.random.default_rng(gamma)
+    # The last shifts of the ranges that get a bound (74, 149 for n = 150) are planted as the optimum.
+    for n, k, plant in ((150, 9, None), (150, 9, 74), (150, 9, 149), (300, 40, None), (257, 64, None)):
+        uniq = 1 + rng.integers(0, k)
+        inv = rng.integers(0, uniq, k).astype(np.int64)
+        rows = np.empty((uniq, n + k + align._LANES), np.int32)
+        rows[:, :n] = (np.log(rng.random((uniq, n))) * align.SCALE).astype(np.int32)
+        if plant is not None:
+            uniq = k
+            inv = np.arange(k, dtype=np.int64)
+            rows = np.empty((k, n + k + align._LANES), np.int32)
+            rows[:, :n] = (np.log(rng.random((k, n))) * align.SCALE).astype(np.int32)
+            rows[np.arange(k), (plant + np.arange(k)) % n] = -20 * align.SCALE
+        align._extend_rows(rows, n)
+        exact = align._statistic(rows, inv, k, k, n, gamma, True)
+        scratch = (np.empty((k + 1) * align._LANES, np.int32), np.empty((k + 1) * align._LANES, np.int32),
+                   np.empty(align._LANES, np.int32), np.empty(align._LANES, np.int32),
+                   np.empty(rows.shape[1] + 1, np.int32))
+        assert align._edit_at_most(rows, inv, 0, k, n, gamma, exact, *scratch)
+        assert not align._edit_at_most(rows, inv, 0, k, n, gamma, exact - 1, *scratch)
