@@ -1,33 +1,38 @@
-"""EXP-edit on SmolLM2: watermarked texts survive random substitution; the false positive rate on
-text independent of the key is at most nominal."""
+"""EXP-edit on SmolLM2 in the paper's setting (news continuations at T=1, m=35 tokens, n=256, gamma 0,
+block k = m): watermarked texts survive 40% and 50% random substitution; the same texts under a wrong
+key, and random texts, are rejected at no more than the nominal rate.
+
+Measured on 128 texts (docs/bench/watermark/power_m35.json): 91% detected at p <= 0.01 after 40%
+substitution, 84% after 50%. The thresholds below leave a margin under those rates.
+"""
 
 import numpy as np
 import pytest
 
 from decodelab import watermark
+from decodelab.watermark.bench import _substitute, watermarked_news
 
-PROMPTS = ["Write a short story about a lighthouse keeper.", "Explain how rain forms.",
-           "Describe a busy market.", "Give advice to a new gardener.", "Tell me about the history of bread.",
-           "Describe the ocean at night."]
+TEXTS, TOKENS = 24, 35
+
+
+@pytest.fixture(scope="module")
+def news(smol):
+    texts = watermarked_news(smol, TEXTS, TOKENS, key="power", seed=0)
+    assert all(len(t) == TOKENS for t in texts)
+    return texts
 
 
 @pytest.mark.slow
-def test_exp_edit_detects_substituted_text(smol):
-    rng = np.random.default_rng(0)
-    outs = watermark.generate(smol, PROMPTS * 2, key="power", scheme="exp", max_new_tokens=40, seed=0,
-                              records=False, logit_bias={t: -100.0 for t in smol.eos_token_ids})
-    texts = [list(o.token_ids) for o in outs]
-    assert all(len(t) == 40 for t in texts)
-    attacked = []
-    for t in texts:
-        for i in rng.choice(len(t), 14, replace=False):  # 35% of tokens replaced at random
-            t[i] = int(rng.integers(0, smol.vocab_size))
-        attacked.append(t)
+@pytest.mark.parametrize("rate,at_least", [(0.4, 17), (0.5, 14)])
+def test_exp_edit_detects_substituted_text(smol, news, rate, at_least):
+    rng = np.random.default_rng(int(rate * 10))
+    attacked = [_substitute(t, rate, smol.vocab_size, rng) for t in news]
+    assert sum(a != b for a, b in zip(attacked[0], news[0])) <= int(rate * TOKENS)
     detected = [d.p_value <= 0.01 for d in watermark.detect(smol, attacked, key="power", resamples=500)]
-    assert sum(detected) >= 6, f"only {sum(detected)}/12 detected"
-    # Negative control: the same texts under another key are not detected.
-    other = watermark.detect(smol, attacked, key="not-the-key", resamples=200, stop_after=10)
-    assert sum(d.p_value <= 0.01 for d in other) <= 1
+    assert sum(detected) >= at_least, f"only {sum(detected)}/{TEXTS} detected at {rate:.0%} substitution"
+    # Negative control: the same texts under another key are not detected (nominal rate 1%).
+    other = watermark.detect(smol, attacked, key="not-the-key", resamples=500, stop_after=10)
+    assert sum(d.p_value <= 0.01 for d in other) <= 2
 
 
 @pytest.mark.slow
