@@ -16,7 +16,7 @@ import torch
 import decodelab as dl
 from decodelab.constrain import GrammarConstraint, compile_grammar
 from decodelab.constrain.grammar import fill_masks, masks_to_bool
-from decodelab.speculative import DraftModel, PromptLookup
+from decodelab.speculative import DraftModel, DraftTree, PromptLookup, TokenRecycling
 
 from .exact import chi_square_pvalue, enumerate_laws
 
@@ -47,10 +47,12 @@ def sample(lm, n, seed, **options):
     return outs, Counter(tuple(o.token_ids) for o in outs)
 
 
-@pytest.mark.parametrize("method", ["plain", "prompt-lookup", "draft"])
+@pytest.mark.parametrize("method", ["plain", "prompt-lookup", "draft", "draft-tree", "token-recycling"])
 def test_masked_sampling_matches_the_local_law(lm, draft, method):
     local, _, _, _ = enumerate_laws(lm, PROMPT, compile_grammar(lm, regex=REGEX), 3, temperature=1.0)
-    spec = {"plain": None, "prompt-lookup": PromptLookup(k=2, max_ngram=1), "draft": DraftModel(draft, k=2)}[method]
+    spec = {"plain": None, "prompt-lookup": PromptLookup(k=2, max_ngram=1), "draft": DraftModel(draft, k=2),
+            "draft-tree": DraftTree(draft, branching=(3, 2)),
+            "token-recycling": TokenRecycling(lm, width=4, nodes=8, adaptive=False)}[method]
     outs, counts = sample(lm, 3000, 7, regex=REGEX, temperature=1.0, speculative=spec)
     assert all(o.constraint_satisfied and o.finish_reason == "stop" for o in outs)
     assert chi_square_pvalue(counts, local) > PASS_LEVEL
