@@ -1,5 +1,6 @@
 """decodelab: token-level inference with causal language models."""
 
+from . import constrain  # noqa: E402
 from . import speculative as spec  # noqa: E402
 from .decoding import GenerationOutput, GenerationStats, TokenRecord, generate, stream
 from .errors import (
@@ -20,4 +21,5 @@ __all__ = [
     "DecodelabError", "InstallError", "InvalidOption", "InvalidPrompt", "ModelNotFound",
     "ModelNotInstalled", "PromptTooLong", "VocabularyMismatch", "LM", "load",
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
+    "constrain",
 ]
