@@ -48,16 +48,6 @@ class TokenSetConstraint:
         self.seen = [self.seen[r] for r in rows]
 
 
-@pytest.fixture(scope="module")
-def target():
-    return dl.load("tiny-random", vocab_size=10, seed=0, init_std=0.25, num_layers=2)
-
-
-@pytest.fixture(scope="module")
-def draft():
-    return dl.load("tiny-random", vocab_size=10, seed=3, init_std=0.25, num_layers=1)
-
-
 def masked_continuations(lm, prompt, length, allowed, **sampler):
     """Exact law of `length`-token continuations under mask-then-sample."""
     config = SamplingConfig(**sampler)

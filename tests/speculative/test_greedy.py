@@ -16,16 +16,6 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny():
-    return dl.load("tiny-random", vocab_size=48, seed=0, init_std=0.3, num_layers=4)
-
-
-@pytest.fixture(scope="module")
-def tiny_draft():
-    return dl.load("tiny-random", vocab_size=48, seed=7, init_std=0.3, num_layers=1)
-
-
 def _methods(target, draft):
     return {
         "prompt-lookup": PromptLookup(k=4),

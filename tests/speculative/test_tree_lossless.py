@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import decodelab as dl
 from decodelab.speculative.draft_tree import DraftTree
 from decodelab.speculative.multidraft_math import spectr_residual
 from decodelab.speculative.token_recycling import TokenRecycling
@@ -22,16 +21,6 @@ PASS_LEVEL = 1e-4
 FAIL_LEVEL = 1e-6
 SAMPLES = 4000
 PROMPT = [1, 5, 6, 5, 6, 5]
-
-
-@pytest.fixture(scope="module")
-def target():
-    return dl.load("tiny-random", vocab_size=10, seed=0, init_std=0.25, num_layers=2)
-
-
-@pytest.fixture(scope="module")
-def draft():
-    return dl.load("tiny-random", vocab_size=10, seed=3, init_std=0.25, num_layers=1)
 
 
 def _methods(target, draft):
