@@ -346,26 +346,36 @@ def _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line)
 
     Branch and bound over ranges of shifts: `_relaxed` bounds a whole range with one DP; ranges
     whose bound exceeds the threshold are dropped, others are halved down to _LANES shifts, which
-    are computed exactly. Integer costs make the bound exact: no safety margin is needed.
+    are computed exactly. The half with the lower bound is explored first (a hit ends the search
+    sooner). Integer costs make the bound exact: no safety margin is needed.
     """
+    if n > _LANES and _relaxed(rows, inv, i0, k, g, 0, n - 1 + k, line) > threshold:
+        return False
     starts = [0]
     sizes = [n]
     while len(starts) > 0:
         s = starts.pop()
         w = sizes.pop()
-        if w <= _LANES:
+        if w <= _LANES:  # ranges above _LANES were bounded when they were pushed
             _edit_block(rows, inv, i0, k, g, s, prev, cur, left, out)
             for b in range(w):
                 if out[b] <= threshold:
                     return True
             continue
-        if _relaxed(rows, inv, i0, k, g, s, s + w - 1 + k, line) > threshold:
-            continue
         half = w // 2
-        starts.append(s + half)
-        sizes.append(w - half)
-        starts.append(s)
-        sizes.append(half)
+        lo_bound = hi_bound = np.int64(threshold)
+        if half > _LANES:
+            lo_bound = _relaxed(rows, inv, i0, k, g, s, s + half - 1 + k, line)
+        if w - half > _LANES:
+            hi_bound = _relaxed(rows, inv, i0, k, g, s + half, s + w - 1 + k, line)
+        # Push the worse half first so that the better one is popped next.
+        order = ((s, half, lo_bound), (s + half, w - half, hi_bound))
+        if hi_bound >= lo_bound:
+            order = (order[1], order[0])
+        for start, size, bound in order:
+            if bound <= threshold:
+                starts.append(start)
+                sizes.append(size)
     return False
 
 
