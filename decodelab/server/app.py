@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,7 +33,7 @@ from ..errors import DecodelabError, InvalidOption, ModelNotFound
 from ..models.lm import LM
 from ..sampling.config import SamplingConfig
 from . import metrics
-from .engine import Engine, Job, batch_key
+from .engine import Engine, Job, batch_key, constraint_fields
 from .errors import APIError, error_body, error_response, from_exception
 from .schemas import ChatCompletionRequest, CompletionRequest, DecodelabOptions, error_responses
 
@@ -149,6 +150,10 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
         sampling = SamplingConfig.from_options(lm.generation_defaults(), **sampler)
         sampling.check_vocab(lm.vocab_size)
         stop = validate_stop(body.stop)
+        constraint = body.constraint()
+        if constraint is not None:
+            _check_constraint(body, constraint, sampling, stop, rows=len(prompts) * body.n,
+                              max_rows=config.max_rows_per_request)
         records = bool(body.records or logprobs is not None)
         top = logprobs or (5 if body.records else 0)  # the viewer shows top alternatives on hover
 
@@ -161,7 +166,7 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
         job = Job(model=model_id, prompts=prompts, chat=chat, n=body.n, seed=body.seed, max_new_tokens=max_new,
                   stop=stop, top_logprobs=top if records else 0, records=records, sampler=sampler,
                   speculative=(body.speculative, dict(body.speculative_options or {})) if body.speculative else None,
-                  watermark=dict(body.watermark) if body.watermark is not None else None,
+                  watermark=dict(body.watermark) if body.watermark is not None else None, constraint=constraint,
                   deadline=time.monotonic() + config.timeout, send=send)
         job.key = batch_key(job, sampling)
         return job
@@ -344,8 +349,9 @@ def _full_response(meta: _Meta, outputs: list[GenerationOutput]) -> dict[str, An
             choice["text"] = out.text
         choice["logprobs"] = _logprobs(meta, out.records)
         choice["finish_reason"] = out.finish_reason
+        choice.update(constraint_fields(out) or {})
         if meta.records:
-            choice["records"] = [r.as_dict() for r in out.records]
+            choice["records"] = _records(out.records)
             choice["stats"] = out.stats.as_dict()
         choices.append(choice)
     return {"id": meta.id, "object": "chat.completion" if meta.kind == "chat" else "text_completion",
@@ -374,7 +380,7 @@ async def _stream(meta: _Meta, queue: asyncio.Queue, job: Job, engine: Engine,
         while True:
             message = await queue.get()
             if message[0] == "tokens":
-                _, row, token_ids, text, records, finish = message
+                _, row, token_ids, text, records, finish, fields = message
                 generated += len(token_ids)
                 if not (text or finish or (records and (meta.records or meta.logprobs is not None))):
                     continue
@@ -385,8 +391,9 @@ async def _stream(meta: _Meta, queue: asyncio.Queue, job: Job, engine: Engine,
                     choice["text"] = text
                 choice["logprobs"] = _logprobs(meta, records, offsets[row])
                 choice["finish_reason"] = finish if finish != "cancelled" else None
+                choice.update(fields or {})  # constraint_satisfied, log_weight, ... with the finish reason
                 if meta.records:
-                    choice["records"] = [r.as_dict() for r in records]
+                    choice["records"] = _records(records)
                 offsets[row] += sum(len(r.text) for r in records)
                 yield _chunk(meta, [choice])
             elif message[0] == "done":
@@ -407,6 +414,37 @@ async def _stream(meta: _Meta, queue: asyncio.Queue, job: Job, engine: Engine,
     finally:
         if not done:
             engine.cancel(job)
+
+
+def _records(records: list[TokenRecord]) -> list[dict[str, Any]]:
+    """Records as JSON: an infinite value (AWRS's log weight of a dead end) becomes null."""
+    out = []
+    for record in records:
+        item = record.as_dict()
+        item["extra"] = {k: (v if math.isfinite(v) else None) for k, v in item["extra"].items()}
+        out.append(item)
+    return out
+
+
+def _check_constraint(body: DecodelabOptions, constraint: dict[str, Any], sampling: SamplingConfig,
+                      stop: tuple[str, ...], *, rows: int, max_rows: int) -> None:
+    """What `dl.generate` refuses for constrained generation, refused before the request queues."""
+    method = constraint.get("constraint_method") or ("smc" if "particles" in constraint else "mask")
+    if body.watermark is not None:
+        raise InvalidOption("watermark and grammar constraints cannot be combined")
+    if body.speculative is not None and method != "mask":
+        raise InvalidOption(f"constraint_method {method!r} samples token by token; use constraint_method 'mask' "
+                            "with speculative decoding")
+    if method == "smc":
+        if sampling.greedy:
+            raise InvalidOption("constraint_method 'smc' samples: give a temperature > 0")
+        if stop:
+            raise InvalidOption("stop strings are not supported with constraint_method 'smc'")
+        particles = constraint.get("particles") or 8  # constraint_request's default
+        if rows * particles > max_rows:
+            # each particle is a row of the model's batch
+            raise APIError(400, f"prompts x n x particles is {rows * particles}; at most {max_rows}",
+                           param="particles")
 
 
 def _validation_response(exc: RequestValidationError) -> JSONResponse:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 
 from ..decoding import GenerationOutput, prepare, run_loop
+from ..decoding.generate import _output as row_output  # a loop row's GenerationOutput, as generate builds it
 from ..decoding.records import TokenRecord
 from ..errors import DecodelabError, InvalidOption, PromptTooLong
 from ..models.lm import LM, Prompt
@@ -81,6 +83,7 @@ class Job:
     send: Callable[[Message], None]
     key: str = ""
     watermark: dict[str, Any] | None = None
+    constraint: dict[str, Any] | None = None  # regex/json_schema/grammar + method options, as in dl.generate
     id: int = field(default_factory=itertools.count().__next__)
     cancelled: threading.Event = field(default_factory=threading.Event)
     prompt_ids: list[list[int]] = field(default_factory=list)
@@ -90,6 +93,12 @@ class Job:
     def rows(self) -> int:
         return len(self.prompts) * self.n
 
+    @property
+    def alone(self) -> bool:
+        """Runs in a batch of its own: a proposer holds per-run state, and SMC runs its particles
+        as a batch of their own."""
+        return self.speculative is not None or _method(self.constraint) == "smc"
+
     def cancel(self) -> None:
         """Stop generating for this job (client gone); safe from any thread."""
         self.cancelled.set()
@@ -97,10 +106,34 @@ class Job:
 
 def batch_key(job: Job, config: SamplingConfig) -> str:
     """Jobs with equal keys can share one batch: same model and same per-step work."""
-    if job.speculative is not None:
-        return f"speculative/{job.id}"  # a proposer holds per-run state: never shared
+    if job.alone:
+        return f"alone/{job.id}"
+    # Constrained rows share a batch only with rows of the same grammar and method: one
+    # GrammarConstraint (and one AWRS verifier) serves the whole batch.
     return json.dumps([job.model, config.as_dict(), job.max_new_tokens, list(job.stop), job.top_logprobs,
-                       job.records, job.watermark], sort_keys=True, default=str)
+                       job.records, job.watermark, _canonical_constraint(job.constraint)], sort_keys=True,
+                      default=str)
+
+
+def _method(constraint: dict[str, Any] | None) -> str | None:
+    """The constraint method a job's options select (as `constraint_request` decides it)."""
+    if constraint is None:
+        return None
+    return constraint.get("constraint_method") or ("smc" if constraint.get("particles") is not None else "mask")
+
+
+def _canonical_constraint(constraint: dict[str, Any] | None) -> Any:
+    """Constraint options with a JSON schema in one spelling (dict or text, any key order)."""
+    if constraint is None:
+        return None
+    out = dict(constraint, constraint_method=_method(constraint))
+    schema = out.get("json_schema")
+    if isinstance(schema, str):
+        try:
+            out["json_schema"] = json.loads(schema)
+        except ValueError:
+            pass  # invalid text fails when compiled; as text it batches only with itself
+    return out
 
 
 @dataclass
@@ -230,7 +263,7 @@ class Engine:
             # A short window lets requests that arrive together share a batch.
             end = time.monotonic() + self.batch_wait
             while (not self._stopping and not self._paused and self._compatible_rows(first) < self.max_batch
-                   and first.speculative is None):
+                   and not first.alone):
                 left = end - time.monotonic()
                 if left <= 0:
                     break
@@ -240,7 +273,7 @@ class Engine:
             jobs, rows, keep = [], 0, deque()
             for job in self._pending:
                 fits = job.key == first.key and (not jobs or rows + job.rows <= self.max_batch)
-                if fits and first.speculative is None or job is first:
+                if fits and not first.alone or job is first:
                     jobs.append(job)
                     rows += job.rows
                 else:
@@ -289,16 +322,15 @@ class Engine:
         ids = [job.prompt_ids[r // job.n] for job, r in rows]
         started = time.perf_counter()
         try:
+            # Compiled here, on the worker thread: llguidance reads the tokenizer the model uses.
+            request = _constraint_request(lm, first.constraint)
             state, _ = prepare(lm, ids, max_new_tokens=first.max_new_tokens, stop=first.stop,
-                               top_logprobs=first.top_logprobs, records=first.records, seed=None, **first.sampler)
+                               top_logprobs=first.top_logprobs, records=first.records, seed=None,
+                               prompt_hook=request.heal if request is not None else None, **first.sampler)
             # Each row draws from the generator it would have had with its job run alone.
             state.generators = [g for job in jobs for g in row_generators(job.seed, job.rows)]
-            if first.watermark is not None:
-                from ..watermark.schemes import verifier_for
-
-                proposer, verifier = None, verifier_for(first.watermark, state)
-            else:
-                proposer, verifier = _speculative(first, lm, self.models, state.config)
+            smc = request is not None and request.method == "smc"
+            proposer, verifier = (None, None) if smc else _method_for(first, lm, self.models, state, request)
         except Exception as exc:  # noqa: BLE001
             for job in jobs:
                 self._fail(job, exc)
@@ -308,15 +340,10 @@ class Engine:
         with self.stats.lock:
             self.stats.active_rows = len(rows)
         try:
-            for events in run_loop(state, proposer, verifier):
-                for event in events:
-                    job, r = rows[event.row]
-                    row = state.rows[event.row]
-                    count = len(event.token_ids)
-                    records = row.records[-count:] if (count and state.keep_records) else []
-                    job.send(("tokens", r, list(event.token_ids), event.text, records,
-                              row.finish_reason if event.finished else None))
-                self._apply_limits(state, rows)
+            if smc:
+                outputs = self._run_smc(state, request, rows)
+            else:
+                outputs = self._run_loop(state, proposer, verifier, request, rows)
         except Exception as exc:  # noqa: BLE001
             for job in jobs:
                 self._fail(job, exc)
@@ -325,13 +352,65 @@ class Engine:
             with self.stats.lock:
                 self.stats.active_rows = 0
         elapsed = time.perf_counter() - started
-        self._count(state, rows, elapsed)
-        for i, job in enumerate(jobs):
-            offset = sum(j.rows for j in jobs[:i])
-            outputs = [_output(state.rows[offset + r]) for r in range(job.rows)]
-            job.send(("done", outputs))
+        self._count(state, rows, outputs, elapsed)
+        offset = 0
+        for job in jobs:
+            job.send(("done", outputs[offset:offset + job.rows]))
+            offset += job.rows
 
-    def _apply_limits(self, state: Any, rows: list[tuple[Job, int]]) -> None:
+    def _run_loop(self, state: Any, proposer: Any, verifier: Any, request: Any,
+                  rows: list[tuple[Job, int]]) -> list[GenerationOutput]:
+        """The shared loop; each step's tokens go to their jobs as they are accepted."""
+        lm = state.lm
+        # token healing: the backed-up prompt text is generated again first; do not send it twice
+        healed = list(request.prefixes) if request is not None else [""] * len(rows)
+        for events in run_loop(state, proposer, verifier):
+            for event in events:
+                job, r = rows[event.row]
+                row = state.rows[event.row]
+                count = len(event.token_ids)
+                records = row.records[-count:] if (count and state.keep_records) else []
+                finish, fields = None, None
+                if event.finished:
+                    out = row_output(lm, row, request, event.row)
+                    finish, fields = out.finish_reason, constraint_fields(out)
+                    # AWRS's placeholder EOS after a dead end is not part of the output
+                    records = records[:max(0, len(records) - (len(row.output_ids) - len(out.token_ids)))]
+                job.send(("tokens", r, list(event.token_ids), _unheal(healed, event.row, event.text), records,
+                          finish, fields))
+            self._apply_limits(state, rows, request, healed)
+        return [row_output(lm, row, request, i) for i, row in enumerate(state.rows)]
+
+    def _run_smc(self, state: Any, request: Any, rows: list[tuple[Job, int]]) -> list[GenerationOutput]:
+        """SMC over AWRS, row by row (its particles are the batch); each row's text goes out whole
+        when it is done, as `dl.stream` does. Time limits and cancellation act between rows."""
+        from ..constrain.smc import run_smc, smc_output
+
+        lm = state.lm
+        outputs = []
+        for i, (row, grammar) in enumerate(zip(state.rows, request.grammars())):
+            job, r = rows[i]
+            if job.cancelled.is_set() or self._stopping or time.monotonic() > job.deadline:
+                row.finish_reason = "cancelled" if job.cancelled.is_set() or self._stopping else "length"
+                out = row_output(lm, row)
+                out.constraint_satisfied = False
+            else:
+                result = run_smc(lm, row.prompt_ids, grammar, particles=request.particles,
+                                 max_new_tokens=state.max_new_tokens, config=state.config,
+                                 generator=state.generators[i], ess_threshold=request.ess_threshold,
+                                 records=state.keep_records)
+                out = smc_output(lm, row.prompt_ids, result, state.generators[i])
+                prefix = request.prefixes[i]
+                if prefix and out.text.startswith(prefix):
+                    out.text = out.text[len(prefix):]
+            outputs.append(out)
+            if out.finish_reason != "cancelled":
+                job.send(("tokens", r, list(out.token_ids), out.text, list(out.records), out.finish_reason,
+                          constraint_fields(out)))
+        return outputs
+
+    def _apply_limits(self, state: Any, rows: list[tuple[Job, int]], request: Any = None,
+                      healed: list[str] | None = None) -> None:
         """Finish rows whose client left or whose time is up; the loop drops them next step."""
         now = time.monotonic()
         for i in state.active:
@@ -348,10 +427,15 @@ class Engine:
                 row.finish_reason = "length"
                 with self.stats.lock:
                     self.stats.timed_out_rows += 1
-                job.send(("tokens", r, [], row.text.flush(), [], "length"))
+                text = row.text.flush()
+                if healed is not None:
+                    text = _unheal(healed, i, text)
+                out = row_output(state.lm, row, request, i)
+                job.send(("tokens", r, [], text, [], out.finish_reason, constraint_fields(out)))
 
-    def _count(self, state: Any, rows: list[tuple[Job, int]], elapsed: float) -> None:
-        generated = sum(len(row.output_ids) for row in state.rows)
+    def _count(self, state: Any, rows: list[tuple[Job, int]], outputs: list[GenerationOutput],
+               elapsed: float) -> None:
+        generated = sum(len(out.token_ids) for out in outputs)
         with self.stats.lock:
             s = self.stats
             s.batches += 1
@@ -360,16 +444,85 @@ class Engine:
             s.prompt_tokens += sum(len(row.prompt_ids) for row in state.rows)
             s.generated_tokens += generated
             s.busy_seconds += elapsed
-            s.proposed += sum(row.stats.proposed for row in state.rows)
-            s.accepted += sum(row.stats.accepted for row in state.rows)
+            s.proposed += sum(out.stats.proposed for out in outputs)
+            s.accepted += sum(out.stats.accepted for out in outputs)
             s.jobs_done += len({id(job) for job, _ in rows})
             s.recent.append((time.monotonic(), generated, elapsed))
 
 
-def _output(row: Any) -> GenerationOutput:
-    return GenerationOutput(text=row.text.text, token_ids=list(row.output_ids), records=list(row.records),
-                            stats=row.stats, finish_reason=row.finish_reason or "length",
-                            prompt_token_ids=list(row.prompt_ids))
+def constraint_fields(out: GenerationOutput) -> dict[str, Any] | None:
+    """decodelab's extension fields of a constrained choice (None when unconstrained).
+
+    JSON has no infinity: a log weight of -inf (a particle or text of weight zero) is sent as null.
+
+    Example:
+        >>> from decodelab.decoding.records import GenerationStats
+        >>> out = GenerationOutput("a", [5], [], GenerationStats(), "stop", constraint_satisfied=True,
+        ...                        log_weight=float("-inf"))
+        >>> constraint_fields(out)
+        {'constraint_satisfied': True, 'log_weight': None}
+    """
+    if out.constraint_satisfied is None:
+        return None
+    fields: dict[str, Any] = {"constraint_satisfied": out.constraint_satisfied}
+    for name in ("log_weight", "log_marginal_likelihood"):
+        value = getattr(out, name)
+        if value is not None:
+            fields[name] = _finite(value)
+    if out.particles is not None:
+        fields["particles"] = [{**p, "log_weight": _finite(p["log_weight"])} for p in out.particles]
+    return fields
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def _unheal(healed: list[str], i: int, text: str) -> str:
+    """Drop the part of row i's healed prefix that `text` repeats (the prefix may span pieces)."""
+    prefix = healed[i]
+    if not prefix or not text:
+        return text
+    cut = 0
+    while cut < min(len(prefix), len(text)) and prefix[cut] == text[cut]:
+        cut += 1
+    healed[i] = prefix[cut:] if cut else ""  # a constrained row always repeats it; if not, stop looking
+    return text[cut:]
+
+
+def _constraint_request(lm: LM, options: dict[str, Any] | None) -> Any:
+    """The parsed and compiled constraint of a job (None when unconstrained).
+
+    A grammar llguidance cannot process is the client's error (400), whatever llguidance raises.
+    """
+    if options is None:
+        return None
+    from ..constrain.api import constraint_request
+    from ..constrain.grammar import InvalidConstraint
+
+    try:
+        return constraint_request(lm, dict(options))
+    except DecodelabError:
+        raise
+    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
+        raise InvalidConstraint(f"invalid constraint: {exc}") from None
+
+
+def _method_for(job: Job, lm: LM, models: dict[str, LM], state: Any, request: Any) -> tuple[Any, Any]:
+    """(proposer, verifier) for a batch: a constraint is attached to the state; AWRS replaces the
+    verifier; otherwise a watermark, a speculative method or plain decoding."""
+    if request is not None:
+        constraint = request.make_constraint()
+        state.constraint = constraint
+        if request.method == "awrs":
+            from ..constrain.awrs import AWRSVerifier
+
+            return None, AWRSVerifier(constraint)
+    if job.watermark is not None:
+        from ..watermark.schemes import verifier_for
+
+        return None, verifier_for(job.watermark, state)
+    return _speculative(job, lm, models, state.config)
 
 
 def _speculative(job: Job, lm: LM, models: dict[str, LM], config: SamplingConfig):

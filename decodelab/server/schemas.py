@@ -12,7 +12,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..errors import InvalidOption
+from .errors import APIError
+
 NonEmptyText = Annotated[str, Field(min_length=1, max_length=1000)]
+MAX_CONSTRAINT_CHARS = 100_000  # a regex, grammar or schema text; bounds compile time on the engine thread
 
 
 def _utf8(value: Any) -> Any:
@@ -31,6 +35,35 @@ class _Strict(BaseModel):
 
 class StreamOptions(_Strict):
     include_usage: bool = False
+
+
+class JSONSchemaFormat(_Strict):
+    """OpenAI's `response_format.json_schema`: a named schema. `strict` is accepted and has no
+    effect: the grammar always enforces the schema."""
+
+    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = Field(None, max_length=10_000)
+    schema_: dict[str, Any] = Field(..., alias="schema", description="the JSON schema the output must follow")
+    strict: bool | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ResponseFormatText(_Strict):
+    type: Literal["text"]
+
+
+class ResponseFormatJSONObject(_Strict):
+    type: Literal["json_object"]
+
+
+class ResponseFormatJSONSchema(_Strict):
+    type: Literal["json_schema"]
+    json_schema: JSONSchemaFormat
+
+
+ResponseFormat = Annotated[ResponseFormatText | ResponseFormatJSONObject | ResponseFormatJSONSchema,
+                           Field(discriminator="type")]
 
 
 class DecodelabOptions(_Strict):
@@ -63,6 +96,21 @@ class DecodelabOptions(_Strict):
     watermark: dict[str, int | float | str] | None = Field(
         None, description="watermarked sampling: {key (required), scheme: exp|its|kgw, n, shift, gamma, delta}")
     records: bool = Field(False, description="include per-token records (logprob, entropy, top, source)")
+    response_format: ResponseFormat | None = Field(
+        None, description="OpenAI structured output: text, json_object, or json_schema (always enforced)")
+    # constrained generation, named as in the Python API (see decodelab.constrain)
+    regex: str | None = Field(None, min_length=1, max_length=MAX_CONSTRAINT_CHARS,
+                              description="the output must fully match this regular expression")
+    json_schema: dict[str, Any] | str | None = Field(
+        None, description="the output must be JSON valid under this schema (an object or its JSON text)")
+    grammar: str | None = Field(None, min_length=1, max_length=MAX_CONSTRAINT_CHARS,
+                                description="the output must match this Lark grammar")
+    constraint_method: Literal["mask", "awrs", "smc"] | None = Field(
+        None, description="mask (default), awrs (rejection sampling with weights) or smc (particles)")
+    particles: int | None = Field(None, ge=1, le=64, description="SMC particles (implies constraint_method=smc)")
+    ess_threshold: float | None = Field(None, ge=0, le=1, description="SMC: resample when ESS < this x particles")
+    token_healing: bool | None = Field(None, description="back up the last prompt token; the output starts "
+                                                         "with its text")
 
     @field_validator("stop")
     @classmethod
@@ -78,6 +126,48 @@ class DecodelabOptions(_Strict):
             raise ValueError("at most 1024 logit_bias entries")
         return value
 
+    @field_validator("regex", "grammar", "json_schema")
+    @classmethod
+    def _constraint_text(cls, value: Any) -> Any:
+        if isinstance(value, str) and len(value) > MAX_CONSTRAINT_CHARS:
+            raise ValueError(f"at most {MAX_CONSTRAINT_CHARS} characters")
+        return _utf8(value)
+
+    def constraint(self) -> dict[str, Any] | None:
+        """The constraint options for `dl.generate` (regex/json_schema/grammar, method, ...), or None.
+
+        `response_format` json_schema / json_object becomes `json_schema=`; "text" constrains nothing.
+        Exactly one source of a constraint may be given.
+
+        Example:
+            >>> CompletionRequest(prompt="x", response_format={"type": "json_object"}).constraint()
+            {'json_schema': {'type': 'object'}}
+        """
+        sources: dict[str, Any] = {k: getattr(self, k) for k in ("regex", "json_schema", "grammar")
+                                   if getattr(self, k) is not None}
+        fmt = self.response_format
+        if fmt is not None and fmt.type != "text":
+            if sources:
+                raise APIError(400, f"response_format {fmt.type!r} and {', '.join(sources)} both constrain the "
+                               "output; give one of them", param="response_format", code="conflicting_options")
+            sources["json_schema"] = fmt.json_schema.schema_ if fmt.type == "json_schema" else {"type": "object"}
+        if len(sources) > 1:
+            raise APIError(400, f"give one of regex, json_schema or grammar, not {' and '.join(sources)}",
+                           param=next(iter(sources)), code="conflicting_options")
+        options = {"constraint_method": self.constraint_method, "particles": self.particles,
+                   "ess_threshold": self.ess_threshold, "token_healing": self.token_healing}
+        options = {k: v for k, v in options.items() if v is not None}
+        if not sources:
+            given = [k for k, v in options.items() if v is not False]
+            if given:
+                raise APIError(400, f"{', '.join(given)} need(s) regex, json_schema, grammar or a JSON "
+                               "response_format", param=given[0], code="missing_constraint")
+            return None
+        if self.particles is not None and self.constraint_method not in (None, "smc"):
+            raise APIError(400, "particles applies to constraint_method 'smc'", param="particles",
+                           code="conflicting_options")
+        return {**sources, **options}
+
     def sampler(self) -> dict[str, Any]:
         """The options `SamplingConfig` takes; None means 'not given'."""
         bias = None
@@ -85,8 +175,6 @@ class DecodelabOptions(_Strict):
             try:
                 bias = {int(k): float(v) for k, v in self.logit_bias.items()}
             except ValueError:
-                from ..errors import InvalidOption
-
                 raise InvalidOption("logit_bias keys must be token ids") from None
         return {
             "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "min_p": self.min_p,
@@ -142,10 +230,6 @@ class ChatMessage(_Strict):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
-class ResponseFormat(_Strict):
-    type: Literal["text"] = "text"
-
-
 class ChatCompletionRequest(DecodelabOptions):
     """POST /v1/chat/completions."""
 
@@ -153,7 +237,6 @@ class ChatCompletionRequest(DecodelabOptions):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     max_completion_tokens: int | None = Field(None, ge=1)
-    response_format: ResponseFormat | None = None
 
 
 class ErrorDetail(BaseModel):

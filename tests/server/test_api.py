@@ -206,7 +206,7 @@ def test_bad_completion_requests_get_openai_errors(server, body, status, param):
     ({"messages": [{"role": "user"}]}, 400),
     ({"messages": [{"role": "user", "content": "x"}], "tools": []}, 400),
     ({"messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}, 400),
-    ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}, 400),
+    ({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "xml"}}, 400),
 ])
 def test_bad_chat_requests_get_openai_errors(server, body, status):
     _assert_openai_error(_post(server, "/v1/chat/completions", body), status)
