@@ -77,7 +77,9 @@ def detect(lm: LM | None, texts: Any, *, key: Any, scheme: str = "exp", vocab_si
     EXP/ITS options: n (key length used at generation), edit (edit-robust statistic), gamma (gap
     cost; default 0 for EXP, 0.4 for ITS), block (sub-block length k; default the whole text),
     resamples (T), stop_after (Besag-Clifford early stop after this many null hits; None = all T),
-    seed (of the resampled keys). KGW: green_fraction.
+    seed (of the resampled keys). KGW: green_fraction. The alignment costs and gamma are rounded to
+    multiples of 1/4096 (`align.SCALE`) the same way for the key and the resampled keys, so the
+    p-value stays exact; `Detection.statistic` is in cost units.
 
     Example:
         >>> import decodelab as dl
