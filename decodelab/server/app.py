@@ -5,6 +5,14 @@ logprobs (and `records`) are under the model's raw distribution, before sampler 
 (temperature, top-p, ...), as `TokenRecord` defines them; sampler fields left out take the
 model's own generation config, as in `dl.generate`; a row stopped by the time limit ends with
 finish_reason "length".
+
+Constrained generation: `response_format` {"type": "json_schema", "json_schema": {"name", "schema",
+"strict"}} or {"type": "json_object"} on both endpoints, or decodelab's fields `regex`, `json_schema`,
+`grammar`, `constraint_method`, `particles`, `ess_threshold`, `token_healing` (as in `dl.generate`);
+one source of a constraint per request. `strict` is accepted and changes nothing: the grammar always
+holds. A constrained choice carries `constraint_satisfied` (and, for AWRS/SMC, `log_weight`,
+`log_marginal_likelihood`, `particles`; null stands for -inf); its finish_reason may be
+"constraint". SMC streams each choice's text as one chunk when it is done, as `dl.stream` does.
 """
 
 from __future__ import annotations

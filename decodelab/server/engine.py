@@ -3,8 +3,10 @@
 torch is not re-entrant here, so every model call happens on one thread. Requests become
 `Job`s in a bounded queue (full -> `QueueFull`, HTTP 429). The worker takes the oldest job and,
 after a short window, every queued job with the same *batch key* (model, processed sampler
-settings, max tokens, stop strings, record settings), up to `max_batch` rows, and runs them as
-one left-padded batch through `prepare` + `run_loop` — the same code path as `dl.generate`.
+settings, max tokens, stop strings, record settings, constraint), up to `max_batch` rows, and runs
+them as one left-padded batch through `prepare` + `run_loop` — the same code path as `dl.generate`.
+A constraint (regex / JSON schema / grammar) is compiled on this thread and serves the whole
+batch; speculative and SMC jobs run alone.
 
 Seeds. `dl.generate(lm, prompts, seed=s)` gives row i the generator (s, i). A job with R rows
 (prompts x n) run alone therefore draws (seed, 0..R-1). In a shared batch each row keeps the

@@ -316,3 +316,18 @@ def _wait(condition, timeout: float = 20.0) -> None:
     while not condition():
         assert time.monotonic() < end, "condition not reached in time"
         time.sleep(0.02)
+
+
+def test_time_limit_ends_a_constrained_stream_with_its_fields():
+    slow = dl.load("tiny-random", vocab_size=64, hidden_size=256, num_layers=6, context_length=1024)
+    server = start(ServerConfig(max_tokens_limit=800, timeout=1.0), **{"slow": slow})
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        chunks = list(client.completions.create(model="slow", prompt="ab", max_tokens=800, temperature=0, stream=True,
+                                                logit_bias={"0": -100}, extra_body={"regex": "[a-z]+"}))
+    finally:
+        server.stop()
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    last = [c.choices[0].model_dump() for c in chunks if c.choices][-1]
+    assert 0 < len(text) < 800 and re.fullmatch("[a-z]+", text)
+    assert last["finish_reason"] == "length" and last["constraint_satisfied"] is True
