@@ -23,6 +23,7 @@ from ..models.lm import LM
 from .grammar import Grammar, compile_grammar
 from .mask import GrammarConstraint
 
+DEFAULT_PARTICLES = 8  # SMC particles when constraint_method='smc' is asked without particles=
 CONSTRAINT_OPTIONS = ("regex", "json_schema", "grammar", "constraint_method", "particles", "ess_threshold",
                       "token_healing")
 METHODS = ("mask", "awrs", "smc")
@@ -98,7 +99,7 @@ def constraint_request(lm: LM, options: dict[str, Any]) -> ConstraintRequest | N
     if not isinstance(healing, bool):
         raise InvalidOption(f"token_healing must be true or false, got {healing!r}")
     grammar = compile_grammar(lm, **given)
-    return ConstraintRequest(grammar, method, particles or (8 if method == "smc" else 1), float(ess), healing)
+    return ConstraintRequest(grammar, method, particles or (DEFAULT_PARTICLES if method == "smc" else 1), float(ess), healing)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -122,7 +122,7 @@ def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, 
     proposer, verifier = _constrained_method(state, request, constraint, speculative, watermark)
     for _ in run_loop(state, proposer, verifier):
         pass
-    outputs = [_output(lm, row, request, i) for i, row in enumerate(state.rows)]
+    outputs = [row_output(lm, row, request, i) for i, row in enumerate(state.rows)]
     return outputs if batch else outputs[0]
 
 
@@ -167,7 +167,7 @@ def stream_events(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = N
                 skip[event.row] = skip[event.row][cut:]
                 event = StepEvent(event.row, event.token_ids, event.text[cut:], event.finished)
             yield event
-    return [_output(lm, row, request, i) for i, row in enumerate(state.rows)]
+    return [row_output(lm, row, request, i) for i, row in enumerate(state.rows)]
 
 
 def _common_prefix(a: str, b: str) -> str:
@@ -233,7 +233,8 @@ def _strip_prefix(out: GenerationOutput, prefix: str) -> None:
         out.text = out.text[len(prefix):]
 
 
-def _output(lm: LM, row, request: Any = None, index: int = 0) -> GenerationOutput:
+def row_output(lm: LM, row, request: Any = None, index: int = 0) -> GenerationOutput:
+    """The `GenerationOutput` of one loop row, with constraint fields when a grammar was used."""
     out = GenerationOutput(
         text=row.text.text,
         token_ids=row.output_ids,

@@ -35,6 +35,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..constrain.api import DEFAULT_PARTICLES
 from ..decoding.detokenize import validate_stop
 from ..decoding.records import GenerationOutput, TokenRecord
 from ..errors import DecodelabError, InvalidOption, ModelNotFound
@@ -448,7 +449,7 @@ def _check_constraint(body: DecodelabOptions, constraint: dict[str, Any], sampli
             raise InvalidOption("constraint_method 'smc' samples: give a temperature > 0")
         if stop:
             raise InvalidOption("stop strings are not supported with constraint_method 'smc'")
-        particles = constraint.get("particles") or 8  # constraint_request's default
+        particles = constraint.get("particles") or DEFAULT_PARTICLES
         if rows * particles > max_rows:
             # each particle is a row of the model's batch
             raise APIError(400, f"prompts x n x particles is {rows * particles}; at most {max_rows}",

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from ..decoding import GenerationOutput, prepare, run_loop
-from ..decoding.generate import _output as row_output  # a loop row's GenerationOutput, as generate builds it
+from ..decoding.generate import row_output
 from ..decoding.records import TokenRecord
 from ..errors import DecodelabError, InvalidOption, PromptTooLong
 from ..models.lm import LM, Prompt

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..decoding.generate import _output, prepare
+from ..decoding.generate import prepare, row_output
 from ..decoding.loop import DecodeState, run_loop
 from ..decoding.protocols import Proposal, Verdict
 from ..decoding.records import GenerationOutput
@@ -179,7 +179,7 @@ def generate(lm: LM, prompt: Prompt | list[Prompt], *, key: Any, scheme: str = "
                                  gamma=float(gamma), delta=float(delta))
     for _ in run_loop(state, None, verifier):
         pass
-    outputs = [_output(lm, row) for row in state.rows]
+    outputs = [row_output(lm, row) for row in state.rows]
     return outputs if batch else outputs[0]
 
 

@@ -113,7 +113,7 @@ qwen_installed = all(find_pack(n).installed() for n in ("qwen2.5-coder-0.5b", "q
 def test_greedy_trees_equal_plain_on_qwen_pair():
     target, draft = dl.load("qwen2.5-coder-1.5b"), dl.load("qwen2.5-coder-0.5b")
     prompt = "Write a Python function is_even(n) that returns True when n is even."
-    plain = dl.generate(target, prompt, max_new_tokens=24, temperature=0)
-    for spec in (make("dyspec", target, draft), make("rsd", target, draft), make("token-recycling", target)):
-        fast = dl.generate(target, prompt, max_new_tokens=24, temperature=0, speculative=spec)
+    plain = dl.generate(target, prompt, max_new_tokens=16, temperature=0)
+    for spec in (make("dyspec", target, draft), make("token-recycling", target)):
+        fast = dl.generate(target, prompt, max_new_tokens=16, temperature=0, speculative=spec)
         assert fast.token_ids == plain.token_ids
