@@ -23,7 +23,7 @@ from scipy import stats
 from ..errors import InvalidOption, InvalidPrompt
 from ..models.lm import LM
 from . import align
-from .keys import EmptyText, check_key, check_tokens, exp_key_sequence, green_mask, its_key
+from .keys import EmptyText, check_key, check_tokens, exp_key_columns, green_mask, its_key
 
 DETECT_SCHEMES = ("exp", "its", "kgw", "blackbox")
 DEFAULT_GAMMA = {"exp": 0.0, "its": 0.4}  # the paper's gap costs for EXP-edit / ITS-edit
@@ -123,9 +123,8 @@ def key_tables(scheme: str, key: Any, n: int, vocab: int, token_lists: list[np.n
     """Per text: the key restricted to its distinct tokens, as `align` expects."""
     out = []
     if scheme == "exp":
-        xi = exp_key_sequence(key, n, vocab)
         for tokens in token_lists:
-            out.append((xi[:, np.unique(tokens)], None, None))
+            out.append((exp_key_columns(key, n, np.unique(tokens)), None, None))
     else:
         u, rank = its_key(key, n, vocab)
         for tokens in token_lists:

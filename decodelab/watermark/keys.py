@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import DecodelabError, InvalidOption, InvalidPrompt, VocabularyMismatch
-from ..sampling.keyed import KeyedNoise
+from ..sampling.keyed import _GOLDEN, KeyedNoise, _signed, splitmix64
 
 # Context tags (negative, so they never collide with token ids or key positions).
 _ITS_U = -1
@@ -63,6 +63,25 @@ def exp_key_sequence(key: int | str | bytes, n: int, vocab_size: int) -> np.ndar
         out[start:start + 32] = kn.uniform(positions[start:start + 32], vocab_size).numpy()
     out.setflags(write=False)
     return out
+
+
+def exp_key_columns(key: int | str | bytes, n: int, tokens: np.ndarray) -> np.ndarray:
+    """xi[:, tokens] ([n, len(tokens)]) without the other V - len(tokens) columns: detection only
+    needs the key at the text's tokens. Same numbers as `exp_key_sequence(key, n, V)[:, tokens]`
+    (KeyedNoise hashes each index independently), at a cost that does not grow with V.
+
+    Example:
+        >>> import numpy as np
+        >>> cols = exp_key_columns("k", 4, np.array([3, 9]))
+        >>> bool((cols == exp_key_sequence("k", 4, 16)[:, [3, 9]]).all())
+        True
+    """
+    kn = noise(key)
+    state = kn.hash_context(torch.arange(n, dtype=torch.long)[:, None])  # [n]
+    index = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
+    bits = splitmix64(state[:, None] ^ splitmix64(index + _signed(_GOLDEN))[None, :])
+    top53 = ((bits >> 11) & ((1 << 53) - 1)).to(torch.float64)
+    return ((top53 + 0.5) / float(1 << 53)).numpy()
 
 
 @lru_cache(maxsize=4)

@@ -84,3 +84,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert cli_main(["watermark", "detect", "--key", "k", "--model", "tiny-random", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def test_key_columns_equal_the_full_key_sequence():
+    import numpy as np
+
+    from decodelab.watermark.keys import exp_key_columns, exp_key_sequence
+
+    tokens = np.array([0, 5, 17, 999, 4095])
+    assert (exp_key_columns("k", 33, tokens) == exp_key_sequence("k", 33, 4096)[:, tokens]).all()
+    assert not (exp_key_columns("other", 33, tokens) == exp_key_sequence("k", 33, 4096)[:, tokens]).all()
