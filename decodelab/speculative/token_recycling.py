@@ -42,7 +42,8 @@ class TokenRecycling:
     """
 
     def __init__(self, target: LM, *, width: int = 8, nodes: int = 32, adaptive: bool = True,
-                 prior_weight: float = 4.0, max_depth: int = 8, verifier: str | None = None):
+                 prior_weight: float = 4.0, max_depth: int = 8, verifier: str | None = None,
+                 forgetting: float = 0.97, probe_every: int = 8):
         for name, value in (("width", width), ("nodes", nodes), ("max_depth", max_depth)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidOption(f"{name} must be a positive integer, got {value!r}")
@@ -54,12 +55,18 @@ class TokenRecycling:
         self.template: TreeTemplate = best_first_template(nodes, width, max_depth=max_depth)
         # candidates start as the lowest token ids; the first forwards overwrite what they see
         self.adjacency = torch.arange(width, device=target.device).repeat(target.vocab_size, 1)
+        # tokens whose candidates came from a real forward (the others hold placeholders)
+        self.known = torch.zeros(target.vocab_size, dtype=torch.bool, device=target.device)
         self.proposed = torch.zeros(len(self.template), dtype=torch.float64)
         self.accepted_counts = torch.zeros(len(self.template), dtype=torch.float64)
         self.prior_weight = prior_weight
         self.curve: dict[int, float] | None = None
         self.size = len(self.template)
         self.nodes: list[int] = []
+        self.informative: torch.Tensor | None = None
+        if not 0 < forgetting <= 1:
+            raise InvalidOption(f"forgetting must be in (0, 1], got {forgetting}")
+        self.forgetting, self.probe_every, self.idle = forgetting, max(1, int(probe_every)), 0
 
     # --- proposer protocol
     def start(self, state: DecodeState) -> None:
@@ -80,7 +87,14 @@ class TokenRecycling:
         if not self.adaptive or self.curve is None:
             return len(self.template)
         rates = (self.node_acceptance() * rows).tolist()
-        return best_tree_size(rates, self.curve, rows=rows)
+        size = best_tree_size(rates, self.curve, rows=rows)
+        if size == 0:
+            # not drafting teaches nothing, and the matrix improves as text goes by: probe now and then
+            self.idle += 1
+            if self.idle >= self.probe_every:
+                self.idle = 0
+                return min(4, len(self.template))
+        return size
 
     def propose(self, state: DecodeState, budget: list[int]) -> Proposal:
         batch = len(state.active)
@@ -94,25 +108,34 @@ class TokenRecycling:
         device = self.adjacency.device
         roots = torch.tensor([state.context(b)[-1] for b in range(batch)], device=device)
         tokens = torch.zeros(batch, n, dtype=torch.long, device=device)
+        informative = torch.zeros(batch, n, dtype=torch.bool, device=device)
         for i, (parent, rank) in enumerate(zip(template.parents, template.ranks)):
             source = roots if parent < 0 else tokens[:, parent]
             tokens[:, i] = self.adjacency[source, rank]
+            informative[:, i] = self.known[source] & (True if parent < 0 else informative[:, parent])
+        self.informative = informative.cpu()
         parents = torch.tensor(template.parents, dtype=torch.long).repeat(batch, 1)
         return Proposal(tokens.cpu(), torch.full((batch,), n, dtype=torch.long), None, parents)
 
     def accepted(self, state: DecodeState, proposal: Proposal, verdict: Verdict) -> None:
         if state.forwarded is not None:
             self.recycle(*state.forwarded)
-        if proposal.width:
-            self.proposed[self.nodes] += len(state.active)
+        if proposal.width and self.informative is not None:
+            # only nodes read from real candidates say how good the template is
+            self.proposed *= self.forgetting
+            self.accepted_counts *= self.forgetting
+            self.proposed[self.nodes] += self.informative.sum(0).double()
             for b in range(len(state.active)):
                 for node in verdict.path(b):
-                    self.accepted_counts[self.nodes[node]] += 1
+                    if bool(self.informative[b, node]):
+                        self.accepted_counts[self.nodes[node]] += 1
 
     def recycle(self, tokens: torch.Tensor, logits: torch.Tensor) -> None:
         """Overwrite M[t] with the top-w tokens predicted after each forwarded token t."""
         top = logits.reshape(-1, logits.shape[-1]).topk(self.width, -1).indices
-        self.adjacency[tokens.reshape(-1).to(self.adjacency.device)] = top.to(self.adjacency.device)
+        index = tokens.reshape(-1).to(self.adjacency.device)
+        self.adjacency[index] = top.to(self.adjacency.device)
+        self.known[index] = True
 
     def select_rows(self, rows: list[int]) -> None:
         pass
