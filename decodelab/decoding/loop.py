@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..engine.sequence import Sequence
+from ..engine.tree import depths
 from ..models.lm import LM
 from ..sampling.config import SamplingConfig, draw_uniforms, process_logits, sample_from_probs
 from ..sampling.keyed import row_generators
@@ -235,7 +236,9 @@ def _emit(state: DecodeState, logits: torch.Tensor, proposal: Proposal, verdict:
         sources = ["draft"] * accepted + [verdict.next_source[b]]
         row.stats.verify_steps += 1
         if proposal.width:
-            row.stats.record_acceptance(int(proposal.lengths[b]), accepted)
+            valid = int(proposal.lengths[b])
+            depth = max(depths(proposal.row_parents(b)[:valid]), default=-1) + 1 if proposal.is_tree else None
+            row.stats.record_acceptance(valid, accepted, depth)
         taken: list[int] = []
         for position, token, source in zip(positions, new, sources):
             taken.append(token)

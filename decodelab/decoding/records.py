@@ -60,10 +60,12 @@ class GenerationStats:
         decode = self.wall_time - self.prefill_time
         return self.new_tokens / decode if decode > 0 else 0.0
 
-    def record_acceptance(self, proposed: int, accepted: int) -> None:
+    def record_acceptance(self, proposed: int, accepted: int, depth: int | None = None) -> None:
+        """One verify step: `proposed` draft tokens (tree nodes), `accepted` of them on the
+        accepted path; by-position counts go by depth (a tree of depth d offers d positions)."""
         self.proposed += proposed
         self.accepted += accepted
-        for position in range(proposed):
+        for position in range(proposed if depth is None else depth):
             while len(self.proposed_by_position) <= position:
                 self.proposed_by_position.append(0)
                 self.acceptance_by_position.append(0)
