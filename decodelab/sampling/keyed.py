@@ -74,13 +74,31 @@ class KeyedNoise:
 
     def bits(self, context: torch.Tensor, size: int) -> torch.Tensor:
         """Raw 64-bit hashes [..., size] for indices 0..size-1 under each context."""
+        return self.bits_at(context, torch.arange(size, dtype=torch.long))
+
+    def bits_at(self, context: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Raw 64-bit hashes [..., len(index)] for the given vocabulary indices only (each index
+        is hashed independently, so these equal the matching columns of `bits`)."""
         state = self.hash_context(context)
-        index = torch.arange(size, dtype=torch.long, device=state.device)
+        index = torch.as_tensor(index, dtype=torch.long).to(state.device)
         return splitmix64(state[..., None] ^ splitmix64(index + _signed(_GOLDEN)))
 
     def uniform(self, context: torch.Tensor, size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """Uniform noise in the open interval (0, 1), shape [..., size]."""
-        top53 = _shift_right(self.bits(context, size), 11).to(torch.float64)
+        return self.uniform_at(context, torch.arange(size, dtype=torch.long), dtype)
+
+    def uniform_at(self, context: torch.Tensor, index: torch.Tensor, dtype: torch.dtype = torch.float64,
+                   ) -> torch.Tensor:
+        """`uniform(context, V)[..., index]` without computing the other columns.
+
+        Example:
+            >>> import torch
+            >>> noise = KeyedNoise(7)
+            >>> ctx = torch.tensor([[1, 2]])
+            >>> bool((noise.uniform_at(ctx, torch.tensor([3, 0])) == noise.uniform(ctx, 5)[:, [3, 0]]).all())
+            True
+        """
+        top53 = _shift_right(self.bits_at(context, index), 11).to(torch.float64)
         return ((top53 + 0.5) / float(1 << 53)).to(dtype)
 
     def gumbel(self, context: torch.Tensor, size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:

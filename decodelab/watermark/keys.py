@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import DecodelabError, InvalidOption, InvalidPrompt, VocabularyMismatch
-from ..sampling.keyed import _GOLDEN, KeyedNoise, _signed, splitmix64
+from ..sampling.keyed import KeyedNoise
 
 # Context tags (negative, so they never collide with token ids or key positions).
 _ITS_U = -1
@@ -76,12 +76,8 @@ def exp_key_columns(key: int | str | bytes, n: int, tokens: np.ndarray) -> np.nd
         >>> bool((cols == exp_key_sequence("k", 4, 16)[:, [3, 9]]).all())
         True
     """
-    kn = noise(key)
-    state = kn.hash_context(torch.arange(n, dtype=torch.long)[:, None])  # [n]
     index = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
-    bits = splitmix64(state[:, None] ^ splitmix64(index + _signed(_GOLDEN))[None, :])
-    top53 = ((bits >> 11) & ((1 << 53) - 1)).to(torch.float64)
-    return ((top53 + 0.5) / float(1 << 53)).numpy()
+    return noise(key).uniform_at(torch.arange(n, dtype=torch.long)[:, None], index).numpy()
 
 
 @lru_cache(maxsize=4)
