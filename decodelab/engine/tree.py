@@ -46,6 +46,12 @@ def path_to(parents: Sequence[int], node: int) -> list[int]:
     return path[::-1]
 
 
+def subtree_parents(parents: Sequence[int], keep: Sequence[int]) -> list[int]:
+    """Parents of the kept nodes (each node's ancestors kept too, in order), renumbered 0..len-1."""
+    new_index = {old: new for new, old in enumerate(keep)}
+    return [new_index[parents[i]] if parents[i] >= 0 else -1 for i in keep]
+
+
 def children_of(parents: Sequence[int]) -> dict[int, list[int]]:
     """Children of each node in order; key -1 holds the roots."""
     kids: dict[int, list[int]] = {-1: []}

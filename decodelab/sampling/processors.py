@@ -53,9 +53,7 @@ class TokenHistory:
         if k:
             onehot = torch.nn.functional.one_hot(tokens, vocab).to(steps.dtype)
             steps[:, 1:] = onehot.cumsum(1)
-        counts = (self.output_counts[:, None] + steps).reshape(n * (k + 1), vocab)
-        seen = (self.seen[:, None] | (steps > 0)).reshape(n * (k + 1), vocab)
-        return TokenHistory(seen=seen, output_counts=counts)
+        return self._plus(steps)
 
     def extend_along_tree(self, tokens: torch.Tensor, parents: torch.Tensor) -> TokenHistory:
         """Histories at each tree position: rows [N*(n+1)]; position 0 is the base, position
@@ -67,8 +65,13 @@ class TokenHistory:
             on_path = torch.stack([ancestor_mask(row, tokens.device) for row in parents.tolist()])
             onehot = torch.nn.functional.one_hot(tokens, vocab).to(steps.dtype)
             steps[:, 1:] = torch.einsum("bij,bjv->biv", on_path.to(steps.dtype), onehot)
-        counts = (self.output_counts[:, None] + steps).reshape(n_rows * (n + 1), vocab)
-        seen = (self.seen[:, None] | (steps > 0)).reshape(n_rows * (n + 1), vocab)
+        return self._plus(steps)
+
+    def _plus(self, steps: torch.Tensor) -> TokenHistory:
+        """Histories with extra output counts steps [N, m, V] added: rows [N*m], row-major."""
+        rows, m, vocab = steps.shape
+        counts = (self.output_counts[:, None] + steps).reshape(rows * m, vocab)
+        seen = (self.seen[:, None] | (steps > 0)).reshape(rows * m, vocab)
         return TokenHistory(seen=seen, output_counts=counts)
 
     def repeat_rows(self, times: int) -> TokenHistory:

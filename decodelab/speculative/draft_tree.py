@@ -30,11 +30,12 @@ import torch
 
 from ..decoding.loop import DecodeState
 from ..decoding.protocols import Proposal, Verdict
+from ..engine.tree import subtree_parents
 from ..errors import InvalidOption
 from ..models.lm import LM
 from ..sampling.keyed import KeyedNoise
 from .draft_model import DraftModel
-from .tree_shape import best_tree_size
+from .tree_shape import TREE_COST_SIZES, best_tree_size
 from .tree_verifiers import tree_verifier
 
 SIBLINGS = ("without_replacement", "iid")
@@ -79,15 +80,13 @@ class DraftTree(DraftModel):
         self.adaptive = adaptive
         self.min_value = float(min_value)
         self.curve: dict[int, float] | None = None
-        self.draft_step_cost = 0.0
 
     def start(self, state: DecodeState) -> None:
         super().start(state)
         if self.adaptive:
             from .cost import verify_cost_curve
 
-            self.curve = verify_cost_curve(state.lm, sizes=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64))
-            self.draft_step_cost = verify_cost_curve(self.draft, sizes=(1,))[1]
+            self.curve = verify_cost_curve(state.lm, sizes=TREE_COST_SIZES)
 
     # ------------------------------------------------------------------ drafting
     def propose(self, state: DecodeState, budget: list[int]) -> Proposal:
@@ -114,7 +113,7 @@ class DraftTree(DraftModel):
         for i in state.active:
             state.rows[i].stats.draft_forwards += forwards
         self.fed_drafts = 0
-        return self._proposal(rows, state, forwards)
+        return self._proposal(rows, state)
 
     def _processed(self, state: DecodeState, logits: torch.Tensor) -> torch.Tensor:
         # penalties see the accepted history only: exactness needs q to be the law the drafts
@@ -129,7 +128,7 @@ class DraftTree(DraftModel):
         new_nodes: list[int] = []
         if self.branching is not None:
             for parent in [node for node in dists if tree.depth_of(node) == level - 1]:
-                for token in self._children(dists[parent], self.branching[level], key, tree, parent, b):
+                for token in self._children(dists[parent], self.branching[level], key, parent, b):
                     value = tree.value(parent) * float(dists[parent][token])
                     new_nodes.append(tree.add(parent, token, dists[parent], value))
             return new_nodes
@@ -138,7 +137,7 @@ class DraftTree(DraftModel):
         heap = []
         for parent, q in dists.items():
             if parent not in tree.orders:
-                tree.orders[parent] = self._children(q, min(self.nodes, 8), key, tree, parent, b)
+                tree.orders[parent] = self._children(q, min(self.nodes, 8), key, parent, b)
             i = tree.child_count.get(parent, 0)
             if i < len(tree.orders[parent]):
                 heapq.heappush(heap, (-tree.value(parent) * float(q[tree.orders[parent][i]]), parent, i))
@@ -153,7 +152,7 @@ class DraftTree(DraftModel):
                 heapq.heappush(heap, (-tree.value(parent) * float(dists[parent][nxt]), parent, i + 1))
         return new_nodes
 
-    def _children(self, q: torch.Tensor, m: int, key: int, tree: _RowTree, parent: int, b: int) -> list[int]:
+    def _children(self, q: torch.Tensor, m: int, key: int, parent: int, b: int) -> list[int]:
         """m children of a node: Gumbel-top-m (without replacement) or m independent draws."""
         if self.siblings == "without_replacement":
             m = min(m, int((q > 0).sum()))
@@ -176,7 +175,7 @@ class DraftTree(DraftModel):
         self.seq.keep_tree_path([[] for _ in rows])
         return logits
 
-    def _proposal(self, rows: list[_RowTree], state: DecodeState, forwards: int) -> Proposal:
+    def _proposal(self, rows: list[_RowTree], state: DecodeState) -> Proposal:
         batch = len(rows)
         keep = [list(range(len(t.tokens))) for t in rows]
         if self.adaptive and self.curve is not None and self.branching is None:
@@ -192,10 +191,10 @@ class DraftTree(DraftModel):
         parents = torch.full((batch, width), -1, dtype=torch.long)
         probs = torch.zeros(batch, width, self.draft.vocab_size, dtype=torch.float32)
         for b, (tree, nodes) in enumerate(zip(rows, keep)):
-            index = {old: new for new, old in enumerate(nodes)}
+            if nodes:
+                parents[b, : len(nodes)] = torch.tensor(subtree_parents(tree.parents, nodes))
             for new, old in enumerate(nodes):
                 tokens[b, new] = tree.tokens[old]
-                parents[b, new] = index[tree.parents[old]] if tree.parents[old] >= 0 else -1
                 probs[b, new] = tree.dists[old].cpu()
         return Proposal(tokens, torch.tensor([len(k) for k in keep]), probs, parents)
 

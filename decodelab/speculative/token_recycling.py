@@ -27,7 +27,7 @@ from ..decoding.loop import DecodeState
 from ..decoding.protocols import Proposal, Verdict
 from ..errors import InvalidOption
 from ..models.lm import LM
-from .tree_shape import TreeTemplate, best_first_template, best_tree_size
+from .tree_shape import TREE_COST_SIZES, TreeTemplate, best_first_template, best_tree_size
 from .tree_verifiers import tree_verifier
 
 
@@ -61,7 +61,6 @@ class TokenRecycling:
         self.accepted_counts = torch.zeros(len(self.template), dtype=torch.float64)
         self.prior_weight = prior_weight
         self.curve: dict[int, float] | None = None
-        self.size = len(self.template)
         self.nodes: list[int] = []
         self.informative: torch.Tensor | None = None
         if not 0 < forgetting <= 1:
@@ -75,7 +74,7 @@ class TokenRecycling:
         if self.adaptive and self.curve is None:
             from .cost import verify_cost_curve
 
-            sizes = tuple(sorted({1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, len(self.template) + 1}))
+            sizes = tuple(sorted({*TREE_COST_SIZES, len(self.template) + 1}))
             self.curve = verify_cost_curve(state.lm, sizes=sizes)
 
     def node_acceptance(self) -> torch.Tensor:
@@ -83,7 +82,7 @@ class TokenRecycling:
         prior = torch.tensor(self.template.priors, dtype=torch.float64)
         return (self.accepted_counts + self.prior_weight * prior) / (self.proposed + self.prior_weight)
 
-    def choose_size(self, rows: int, budget: int) -> int:
+    def choose_size(self, rows: int) -> int:
         if not self.adaptive or self.curve is None:
             return len(self.template)
         rates = (self.node_acceptance() * rows).tolist()
@@ -98,11 +97,11 @@ class TokenRecycling:
 
     def propose(self, state: DecodeState, budget: list[int]) -> Proposal:
         batch = len(state.active)
-        n = min(self.choose_size(batch, max(budget)), len(self.template))
+        n = min(self.choose_size(batch), len(self.template))
         # a node at depth d puts d+1 drafts on its path: keep the nodes every row has room for
         self.nodes = self.template.prefix(n).within_depth(min(budget))
         template = self.template.subset(self.nodes)
-        n = self.size = len(template)
+        n = len(template)
         if n == 0:
             return Proposal.empty(batch, state.lm.device)
         device = self.adjacency.device

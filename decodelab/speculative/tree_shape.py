@@ -15,7 +15,10 @@ import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..engine.tree import depths
+from ..engine.tree import depths, subtree_parents
+
+# tree sizes whose verify cost t(n) the tree methods measure (cost.verify_cost_curve)
+TREE_COST_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 
 
 @dataclass(frozen=True)
@@ -40,9 +43,8 @@ class TreeTemplate:
 
     def subset(self, keep: list[int]) -> TreeTemplate:
         """The given nodes (ancestors included, in order), renumbered."""
-        new_index = {old: new for new, old in enumerate(keep)}
-        return TreeTemplate(tuple(new_index[self.parents[i]] if self.parents[i] >= 0 else -1 for i in keep),
-                            tuple(self.ranks[i] for i in keep), tuple(self.priors[i] for i in keep))
+        return TreeTemplate(tuple(subtree_parents(self.parents, keep)), tuple(self.ranks[i] for i in keep),
+                            tuple(self.priors[i] for i in keep))
 
 
 def best_first_template(max_nodes: int, width: int, rank_prior: Callable[[int], float] | None = None,
@@ -101,7 +103,7 @@ def best_tree_size(acceptance: Sequence[float], curve: dict[int, float], *, draf
 
     Example:
         >>> best_tree_size([0.9, 0.5, 0.1], {1: 1.0, 2: 1.0, 4: 1.1, 8: 2.0})
-        3
+        2
     """
     draft_cost = draft_cost or (lambda n: 0.0)
     best_n, best_rate, total = 0, rows / interpolated_cost(curve, 1), float(rows)

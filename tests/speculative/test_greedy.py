@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 
 import decodelab as dl
-from decodelab.models.registry import find_pack
 from decodelab.speculative import DraftLength, DraftModel, LayerSkip, PromptLookup, VocabTrim
 
-PROMPTS = [
-    "the cat sat on the mat. the cat sat on the",
-    "abc abc abc abc abc",
-    "hello world, hello",
-    "x",
-]
+from .cases import PROMPTS, qwen_installed
 
 
 def _methods(target, draft):
@@ -92,7 +86,6 @@ def test_greedy_speculative_equals_plain_on_smollm2(method):
         assert out.token_ids == dl.generate(lm, prompt, max_new_tokens=24, temperature=0).token_ids
 
 
-qwen_installed = all(find_pack(n).installed() for n in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"))
 
 
 @pytest.mark.slow

@@ -7,17 +7,11 @@ import pytest
 import torch
 
 import decodelab as dl
-from decodelab.models.registry import find_pack
 from decodelab.speculative import LayerSkip, make
 from decodelab.speculative.draft_tree import DraftTree
 from decodelab.speculative.token_recycling import TokenRecycling
 
-PROMPTS = [
-    "the cat sat on the mat. the cat sat on the",
-    "abc abc abc abc abc",
-    "hello world, hello",
-    "x",
-]
+from .cases import PROMPTS, qwen_installed
 
 
 def _methods(target, draft):
@@ -105,7 +99,6 @@ def test_greedy_tree_equals_plain_on_smollm2(method):
     _assert_logprobs_match_fresh_forward(lm, outs)
 
 
-qwen_installed = all(find_pack(n).installed() for n in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"))
 
 
 @pytest.mark.slow
