@@ -1,8 +1,9 @@
 """decodelab: token-level inference with causal language models."""
 
-from . import constrain  # noqa: E402
+# the families register their methods on import (decodelab.decoding.method)
+from . import constrain, search, watermark
 from . import speculative as spec  # noqa: E402
-from .decoding import GenerationOutput, GenerationStats, TokenRecord, generate, stream
+from .decoding import GenerationOutput, GenerationStats, TokenRecord, compose, generate, methods, stream
 from .errors import (
     DecodelabError,
     InstallError,
@@ -21,5 +22,5 @@ __all__ = [
     "DecodelabError", "InstallError", "InvalidOption", "InvalidPrompt", "ModelNotFound",
     "ModelNotInstalled", "PromptTooLong", "VocabularyMismatch", "LM", "load",
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
-    "constrain",
+    "constrain", "search", "watermark", "compose", "methods",
 ]

@@ -13,19 +13,6 @@ from typing import Any
 
 from .errors import DecodelabError, InvalidOption
 
-SAMPLER_FLAGS: list[tuple[str, type, str]] = [
-    ("temperature", float, "sampling temperature; 0 = greedy (default: the model's generation config, else greedy)"),
-    ("top_k", int, "keep the k most likely tokens (0 = off)"),
-    ("top_p", float, "nucleus sampling mass in (0, 1]"),
-    ("min_p", float, "drop tokens below min_p x the top probability"),
-    ("typical_p", float, "locally typical sampling mass in (0, 1]"),
-    ("epsilon_cutoff", float, "epsilon sampling: drop tokens with probability below this"),
-    ("eta_cutoff", float, "eta sampling cutoff"),
-    ("repetition_penalty", float, "CTRL repetition penalty (>1 discourages repeats)"),
-    ("frequency_penalty", float, "OpenAI-style frequency penalty in [-2, 2]"),
-    ("presence_penalty", float, "OpenAI-style presence penalty in [-2, 2]"),
-]
-
 
 def _key_value(text: str) -> tuple[str, str]:
     if "=" not in text:
@@ -36,63 +23,130 @@ def _key_value(text: str) -> tuple[str, str]:
 
 def parse_value(value: str) -> Any:
     """'5' -> 5, '0.5' -> 0.5, 'true' -> True, otherwise the string."""
-    lowered = value.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
+    from .sampling.options import parse_cli_value
+
+    return parse_cli_value(value)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_spec_flag(group: Any, spec: Any) -> None:
+    """One CLI flag from an option spec: the same name, type, range and help as everywhere."""
+    text = spec.help + (f" ({spec.describe_range()})" if spec.describe_range() else "")
+    if spec.kind == "bool":
+        group.add_argument(_flag(spec.name), dest=spec.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=text)
+    elif spec.file:
+        group.add_argument(_flag(spec.name), dest=spec.name, default=None, metavar="FILE", help=text)
+    elif spec.kind == "choice":
+        group.add_argument(_flag(spec.name), dest=spec.name, default=None, choices=spec.choices, help=text)
+    else:
+        kind = {"int": int, "float": float}.get(spec.kind, str)
+        group.add_argument(_flag(spec.name), dest=spec.name, type=kind, default=None, help=text)
+
+
+def _cli_specs() -> list[tuple[str, list[Any]]]:
+    """(group title, option specs) of every top-level option with a flag of its own."""
+    from .decoding.generate import GenerationOptions
+    from .decoding.method import flat_option_specs, methods, slots
+    from .sampling.config import SamplingConfig
+    from .sampling.options import option_specs
+
+    groups = [("generation", option_specs(GenerationOptions)), ("sampling", option_specs(SamplingConfig))]
+    seen: set[str] = set()
+    flat = {s.name: s for s in flat_option_specs()}
+    for slot in slots():
+        if slot.flat:
+            names = [n for m in methods(slot.name) for n in m.option_names() if n not in seen]
+            seen |= set(names)
+            groups.append((slot.help, [flat[n] for n in dict.fromkeys(names)]))
+    return [(title, [s for s in specs if s.cli]) for title, specs in groups]
 
 
 def add_generation_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by generate and chat: model, sampler, stop, seed, speculative method."""
+    """Flags shared by generate and chat, derived from the option definitions: model, generation,
+    sampler, every registered method's options."""
+    from .decoding.method import slots
+
     parser.add_argument("--model", default=None, help="model pack name, HF folder or .gguf file (default: packaged SmolLM2)")
-    parser.add_argument("--max-new-tokens", type=int, default=None, help="tokens to generate (default 256)")
-    parser.add_argument("--seed", type=int, default=None, help="seed for reproducible sampling")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    for title, specs in _cli_specs():
+        group = parser.add_argument_group(title)
+        for spec in specs:
+            _add_spec_flag(group, spec)
     parser.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
-    for name, kind, text in SAMPLER_FLAGS:
-        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, default=None, help=text)
     parser.add_argument("--logit-bias", action="append", type=_key_value, default=None, metavar="TOKEN=BIAS",
                         help="add BIAS to TOKEN's logit (repeatable)")
-    parser.add_argument("--spec", "--speculative", dest="speculative", default=None,
-                        help="speculative decoding method (e.g. prompt-lookup, draft, layer-skip); see `decodelab methods`")
-    parser.add_argument("--draft", default=None, help="draft model for --spec draft")
-    parser.add_argument("--spec-option", action="append", type=_key_value, default=None, metavar="KEY=VALUE",
-                        help="option of the speculative method, e.g. k=8 (repeatable)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    from .constrain.api import add_constraint_flags
+    for slot in slots():
+        if slot.flat:
+            continue
+        names = [_flag(slot.selector)] + (["--spec"] if slot.name == "speculative" else [])
+        what = "scheme" if slot.name_key else "method"
+        parser.add_argument(*names, dest=slot.selector, default=None, metavar=what.upper(),
+                            help=f"{slot.help}: the {what} (see `decodelab methods`)")
+        option_flags = [_flag(f"{slot.name}_option")] + (["--spec-option"] if slot.name == "speculative" else [])
+        parser.add_argument(*option_flags, dest=f"{slot.name}_option", action="append",
+                            type=_key_value, default=None, metavar="KEY=VALUE",
+                            help=f"an option of the {slot.name} method (repeatable)")
+    parser.add_argument("--draft", default=None, help="draft model for --spec draft (and the tree methods)")
 
-    add_constraint_flags(parser)
+
+MAX_OPTION_FILE_CHARS = 1_000_000
+
+
+def read_option_file(path: str, flag: str) -> str:
+    """The text of a file-valued option (--json-schema FILE, --grammar FILE); a missing, binary or
+    huge file is an InvalidOption, never a traceback."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read(MAX_OPTION_FILE_CHARS + 1)
+    except OSError as exc:
+        raise InvalidOption(f"{flag}: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidOption(f"{flag}: {path} is not UTF-8 text") from None
+    if len(text) > MAX_OPTION_FILE_CHARS:
+        raise InvalidOption(f"{flag}: {path} is longer than {MAX_OPTION_FILE_CHARS} characters")
+    return text
 
 
 def generation_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {name: getattr(args, name) for name, _, _ in SAMPLER_FLAGS}
-    options.update(max_new_tokens=args.max_new_tokens, seed=args.seed, stop=args.stop)
+    """The keyword options of `dl.generate` from parsed flags (files read here)."""
+    from .decoding.method import slots
+
+    options: dict[str, Any] = {}
+    for _, specs in _cli_specs():
+        for spec in specs:
+            value = getattr(args, spec.name, None)
+            if value is not None:
+                options[spec.name] = read_option_file(value, _flag(spec.name)) if spec.file else value
+    options["stop"] = args.stop
     if args.logit_bias:
         try:
             options["logit_bias"] = {int(k): float(v) for k, v in args.logit_bias}
         except ValueError:
             raise InvalidOption("--logit-bias takes TOKEN_ID=NUMBER") from None
-    from .constrain.api import constraint_options_from_args
-
-    options.update(constraint_options_from_args(args))
+    for slot in slots():
+        if slot.flat:
+            continue
+        name = getattr(args, slot.selector, None)
+        extra = {k: parse_value(v) for k, v in (getattr(args, f"{slot.name}_option", None) or [])}
+        if name is None:
+            if extra:
+                raise InvalidOption(f"{_flag(slot.name + '_option')} needs {_flag(slot.selector)}")
+            continue
+        if slot.name == "speculative" and args.draft:
+            extra["draft"] = args.draft
+        if slot.name_key is not None:
+            options[slot.selector] = {slot.name_key: name, **extra}
+        else:
+            options[slot.selector] = name
+            if extra:
+                options[slot.options_keyword] = extra
+    if args.draft and args.speculative is None:
+        raise InvalidOption("--draft needs --spec METHOD")
     return {k: v for k, v in options.items() if v is not None}
-
-
-def speculative_from_args(args: argparse.Namespace, lm) -> Any:
-    if not args.speculative:
-        if args.draft or args.spec_option:
-            raise InvalidOption("--draft and --spec-option need --spec METHOD")
-        return None
-    from . import load
-    from .speculative import make
-
-    draft = load(args.draft) if args.draft else None
-    options = {k: parse_value(v) for k, v in (args.spec_option or [])}
-    return make(args.speculative, target=lm, draft=draft, **options)
 
 
 def _load(args: argparse.Namespace):
@@ -109,8 +163,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     options = generation_options(args)
     if args.no_chat:
         options["chat"] = False
-    speculative = speculative_from_args(args, lm)
-    events = stream_events(lm, prompt, speculative=speculative, top_logprobs=args.top_logprobs, **options)
+    events = stream_events(lm, prompt, top_logprobs=args.top_logprobs, **options)
     outputs = None
     try:
         while True:
@@ -140,7 +193,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     lm = _load(args)
     options = generation_options(args)
-    speculative = speculative_from_args(args, lm)
     messages: list[dict[str, str]] = []
     if args.system:
         messages.append({"role": "system", "content": args.system})
@@ -154,7 +206,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             break
         messages.append({"role": "user", "content": user})
         reply = ""
-        for piece in stream(lm, messages, speculative=speculative, **options):
+        for piece in stream(lm, messages, **options):
             reply += piece
             sys.stdout.write(piece)
             sys.stdout.flush()
@@ -183,11 +235,40 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from .speculative import METHODS
+    """Every registered method with its paper, capabilities and options (from the one definition)."""
+    from .decoding.method import methods, slots
 
-    for name, (_, description) in METHODS.items():
-        print(f"{name:18s} {description}")
+    described = [m.describe() for m in methods() if args.slot in (None, m.slot)]
+    if args.json:
+        print(json.dumps(described, indent=2, default=str))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for slot in slots():
+        rows = [m for m in described if m["slot"] == slot.name]
+        if not rows:
+            continue
+        how = f"--{slot.selector.replace('_', '-')} NAME" if not slot.flat else "its own options"
+        table = Table("method", "what", "options", title=f"{slot.name}: {slot.help} (selected by {how})",
+                      title_justify="left", show_lines=True)
+        for m in rows:
+            options = "\n".join(f"{o['name']}={o['default']!r} {_range(o)} {o['help']}" for o in m["options"])
+            flags = ("lossless" if m["lossless"] else "not lossless") + (", needs sampling" if m["needs_sampling"] else "")
+            table.add_row(m["name"], f"{m['summary']}\n[dim]{m['paper']}[/dim]\n{flags}", options)
+        console.print(table)
     return 0
+
+
+def _range(o: dict[str, Any]) -> str:
+    from .sampling.options import OptionSpec
+
+    keys = ("ge", "gt", "le", "lt")
+    spec = OptionSpec(o["name"], o["type"], "", choices=tuple(o["choices"]) if "choices" in o else None,
+                      **{k: o[k] for k in keys if k in o})
+    text = spec.describe_range()
+    return f"[{text}]" if text else ""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,7 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     pull_parser.add_argument("name")
     models.set_defaults(handler=cmd_models)
 
-    methods = sub.add_parser("methods", help="list speculative decoding methods")
+    methods = sub.add_parser("methods", help="list the registered methods and their options")
+    methods.add_argument("slot", nargs="?", default=None, help="only this kind (speculative, constraint, ...)")
+    methods.add_argument("--json", action="store_true", help="machine-readable")
     methods.set_defaults(handler=cmd_methods)
 
     for module, adder, runner in (

@@ -9,9 +9,11 @@ Built-in methods:
 - `hf-assisted`: HF assisted generation with a draft model, i.e. speculative decoding (Y. Leviathan,
   M. Kalman, Y. Matias, 2023, "Fast Inference from Transformers via Speculative Decoding").
 
-Any other name is a decodelab speculative method made by `decodelab.speculative.make(name,
-target=..., draft=..., **options)` and run through `dl.generate(..., speculative=...)`; a name
-may carry its own options after colons, e.g. `prompt-lookup:k=4:adaptive=true`.
+Any other name is a registered method (`decodelab methods`), run through `dl.generate` like every
+other surface: speculative methods are built once by `decodelab.speculative.make(name, target=...,
+draft=..., **options)` (so proposers that learn across prompts keep what they learned), the others
+are selected by their keywords. A name may carry its own options after colons, e.g.
+`prompt-lookup:k=4:adaptive=true` or `beam:num_beams=4`.
 
 Every method's wall time includes prompt encoding, so all of them pay the same overheads.
 Target forward passes are counted by the loop (decodelab) or by a forward hook on the model (HF).
@@ -202,9 +204,21 @@ def make_method(name: str, lm: LM, *, draft: LM | None = None,
     base, _, own = name.partition(":")
     options = dict(method_options or {})
     options.update(parse_method_options([p for p in own.split(":") if p.strip()]))
+    method = _registered(base.strip())
+    if method is not None and method.slot != "speculative":
+        kwargs = method.keywords(options)
+        return BenchMethod(name, _decodelab_runner(lm, None, kwargs), lossless=method.capabilities.lossless,
+                           description=f"decodelab {method.slot} '{name}'")
     speculative = _make_speculative(base.strip(), lm, draft, options)
     return BenchMethod(name, _decodelab_runner(lm, speculative), lossless=bool(getattr(speculative, "lossless", True)),
                        description=f"decodelab speculative '{name}'")
+
+
+def _registered(name: str) -> Any:
+    from ..decoding.method import methods
+
+    key = name.lower()
+    return next((m for m in methods() if key == m.name or key in m.aliases), None)
 
 
 def _make_speculative(name: str, lm: LM, draft: LM | None, options: dict[str, Any]) -> Any:
@@ -230,7 +244,8 @@ def _make_speculative(name: str, lm: LM, draft: LM | None, options: dict[str, An
         raise BenchMethodError(f"bench method '{name}': {exc}") from None
 
 
-def _decodelab_runner(lm: LM, speculative: Any) -> Callable[[list[Message], RunSettings], MethodRun]:
+def _decodelab_runner(lm: LM, speculative: Any, method_keywords: dict[str, Any] | None = None,
+                      ) -> Callable[[list[Message], RunSettings], MethodRun]:
     from ..decoding.generate import generate
 
     def run(messages: list[Message], settings: RunSettings) -> MethodRun:
@@ -240,7 +255,8 @@ def _decodelab_runner(lm: LM, speculative: Any) -> Callable[[list[Message], RunS
         with _ForwardHook(lm.model) as hook:
             start = time.perf_counter()
             out = generate(lm, messages, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                           seed=settings.seed, records=False, speculative=speculative)
+                           seed=settings.seed, records=False, speculative=speculative,
+                           **copy.deepcopy(method_keywords or {}))
             wall = time.perf_counter() - start
         stats = out.stats
         prefill = hook.first_end - start if hook.first_end is not None else stats.prefill_time

@@ -16,14 +16,14 @@ Three methods, one option (`constraint_method`):
     (True, True)
 """
 
-from .api import CONSTRAINT_OPTIONS, METHODS, ConstraintRequest, constraint_request, heal_prompt
+from .api import CONSTRAINT_METHODS, METHODS, ConstraintOptions, chosen_method, heal_prompt
 from .awrs import AWRSDraw, AWRSVerifier, awrs_sample
 from .grammar import Grammar, InvalidConstraint, compile_grammar, ll_tokenizer
 from .mask import GrammarConstraint
-from .smc import SMCResult, run_smc
+from .smc import SMCPolicy
 
 __all__ = [
-    "CONSTRAINT_OPTIONS", "METHODS", "ConstraintRequest", "constraint_request", "heal_prompt", "AWRSDraw",
+    "CONSTRAINT_METHODS", "METHODS", "ConstraintOptions", "chosen_method", "heal_prompt", "AWRSDraw",
     "AWRSVerifier", "awrs_sample", "Grammar", "InvalidConstraint", "compile_grammar", "ll_tokenizer",
-    "GrammarConstraint", "SMCResult", "run_smc",
+    "GrammarConstraint", "SMCPolicy",
 ]

@@ -15,17 +15,19 @@ from `out.text` again (it stays in `out.token_ids`, whose first token may carry 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from ..decoding.method import BuildContext, Capabilities, Method, Parts, Slot, register, register_slot
 from ..errors import InvalidOption
 from ..models.lm import LM
-from .grammar import Grammar, compile_grammar
+from ..sampling.options import option
+from .grammar import compile_grammar
 from .mask import GrammarConstraint
 
 DEFAULT_PARTICLES = 8  # SMC particles when constraint_method='smc' is asked without particles=
-CONSTRAINT_OPTIONS = ("regex", "json_schema", "grammar", "constraint_method", "particles", "ess_threshold",
-                      "token_healing")
+MAX_PARTICLES = 4096
+MAX_CONSTRAINT_CHARS = 100_000  # a regex, grammar or schema text: bounds compile time
 METHODS = ("mask", "awrs", "smc")
 
 
@@ -44,93 +46,113 @@ def heal_prompt(lm: LM, ids: list[int]) -> tuple[list[int], str]:
 
 
 @dataclass
-class ConstraintRequest:
-    """Parsed constraint options for one call, and the objects they create."""
+class ConstraintOptions:
+    """The grammar options, shared by the three constraint methods (top-level keywords)."""
 
-    grammar: Grammar
-    method: str = "mask"
-    particles: int = 1
-    ess_threshold: float = 0.5
-    token_healing: bool = False
-    prefixes: list[str] = field(default_factory=list)
-    constraint: GrammarConstraint | None = None
-
-    def heal(self, lm: LM, prompts: list[list[int]]) -> list[list[int]]:
-        """Prompt hook for `prepare`: back up the boundary token of each row if asked."""
-        if not self.token_healing:
-            self.prefixes = [""] * len(prompts)
-            return prompts
-        healed = [heal_prompt(lm, ids) for ids in prompts]
-        self.prefixes = [text for _, text in healed]
-        return [ids for ids, _ in healed]
-
-    def grammars(self) -> list[Grammar]:
-        return [self.grammar.healed(p) for p in self.prefixes]
-
-    def make_constraint(self) -> GrammarConstraint:
-        self.constraint = GrammarConstraint(self.grammars())
-        return self.constraint
+    regex: str | None = option(None, "the output must fully match this regular expression",
+                               max_length=MAX_CONSTRAINT_CHARS)
+    json_schema: Any = option(None, "the output must be JSON valid under this schema (a mapping or JSON text; "
+                                    "CLI: a file)", file=True)
+    grammar: str | None = option(None, "the output must match this Lark grammar (CLI: a file)",
+                                 max_length=MAX_CONSTRAINT_CHARS, file=True)
+    constraint_method: Literal["mask", "awrs", "smc"] | None = option(
+        None, "mask (default), awrs (rejection sampling with weights) or smc (particles; default when particles "
+              "is given)")
+    particles: int | None = option(None, "SMC particles (implies constraint_method smc; default 8)", ge=1,
+                                   le=MAX_PARTICLES)
+    ess_threshold: float | None = option(None, "SMC: resample when the effective sample size < this x particles "
+                                               "(default 0.5)", ge=0, le=1)
+    token_healing: bool | None = option(None, "back up the last prompt token; the output starts with its text")
 
 
-def constraint_request(lm: LM, options: dict[str, Any]) -> ConstraintRequest | None:
-    """Pop the constraint options out of `options`; None when no constraint is asked for."""
-    values = {name: options.pop(name) for name in CONSTRAINT_OPTIONS if name in options}
-    given = {k: values.get(k) for k in ("regex", "json_schema", "grammar") if values.get(k) is not None}
-    method = values.get("constraint_method")
-    particles = values.get("particles")
-    if not given:
-        extra = [k for k, v in values.items() if v not in (None, False)]
-        if extra:
-            raise InvalidOption(f"{', '.join(sorted(extra))} need(s) regex=, json_schema= or grammar=")
+SOURCES = ("regex", "json_schema", "grammar")
+
+
+def chosen_method(values: dict[str, Any]) -> str | None:
+    """The constraint method the options select (None: no grammar given): the rule "smc when
+    particles are given" lives here only."""
+    if not any(values.get(k) is not None for k in SOURCES):
         return None
-    if particles is not None and (isinstance(particles, bool) or not isinstance(particles, int) or particles < 1):
-        raise InvalidOption(f"particles must be an integer >= 1, got {particles!r}")
-    if method is None:
-        method = "smc" if particles is not None else "mask"
-    if method not in METHODS:
-        raise InvalidOption(f"constraint_method must be one of {', '.join(METHODS)}, got {method!r}")
-    if particles is not None and method != "smc":
+    return values.get("constraint_method") or ("smc" if values.get("particles") is not None else "mask")
+
+
+def _selects(name: str):
+    return lambda values: chosen_method(values) == name
+
+
+def _grammar_parts(ctx: BuildContext, o: ConstraintOptions, method: str) -> tuple[Parts, GrammarConstraint]:
+    given = {k: getattr(o, k) for k in SOURCES if getattr(o, k) is not None}
+    if len(given) > 1:
+        raise InvalidOption(f"give one of regex, json_schema or grammar, not {' and '.join(given)}")
+    if o.particles is not None and method != "smc":
         raise InvalidOption("particles= applies to constraint_method='smc'")
-    ess = values.get("ess_threshold")
-    ess = 0.5 if ess is None else ess
-    if isinstance(ess, bool) or not isinstance(ess, (int, float)) or not 0 <= ess <= 1:
-        raise InvalidOption(f"ess_threshold must be in [0, 1], got {ess!r}")
-    healing = values.get("token_healing") or False
-    if not isinstance(healing, bool):
-        raise InvalidOption(f"token_healing must be true or false, got {healing!r}")
-    grammar = compile_grammar(lm, **given)
-    return ConstraintRequest(grammar, method, particles or (DEFAULT_PARTICLES if method == "smc" else 1), float(ess), healing)
+    if o.ess_threshold is not None and method != "smc":
+        raise InvalidOption("ess_threshold= applies to constraint_method='smc'")
+    grammar = compile_grammar(ctx.lm, **given)
+    constraint = GrammarConstraint([grammar] * ctx.prompts)
+
+    def heal(lm: LM, prompts: list[list[int]]) -> tuple[list[list[int]], list[str]]:
+        healed = [heal_prompt(lm, ids) for ids in prompts] if o.token_healing else [(ids, "") for ids in prompts]
+        constraint.grammars = [grammar.healed(text) for _, text in healed]
+        return [ids for ids, _ in healed], [text for _, text in healed]
+
+    def results(state: Any, i: int, out: Any) -> None:
+        c = constraint
+        out.constraint_satisfied = bool(c.satisfied.get(i, False)) and i not in c.failed
+        out.stats.constraint_checks = c.checks.get(i, 0)
+        out.stats.constraint_time = c.seconds.get(i, 0.0)
+        if method != "mask":
+            out.log_weight = c.log_weight.get(i, 0.0)
+        if i in c.failed:
+            out.finish_reason = "constraint"
+            if method != "mask" and out.token_ids and out.token_ids[-1] in state.lm.eos_token_ids:
+                # AWRS found no allowed token: the placeholder EOS is not part of the output
+                out.token_ids = out.token_ids[:-1]
+                out.records = out.records[:len(out.token_ids)]
+                out.log_weight = float("-inf")
+
+    return Parts(constraint=constraint, prompt_hook=heal, results=results), constraint
 
 
-# --------------------------------------------------------------------------- CLI
-def add_constraint_flags(parser: Any) -> None:
-    """`--regex`, `--json-schema FILE`, `--grammar FILE`, `--constraint-method`, `--particles`,
-    `--ess-threshold`, `--token-healing` for `decodelab generate` / `chat`."""
-    group = parser.add_argument_group("constrained generation")
-    group.add_argument("--regex", default=None, help="the output must match this regular expression")
-    group.add_argument("--json-schema", default=None, metavar="FILE", help="the output must be JSON valid under this schema file")
-    group.add_argument("--grammar", default=None, metavar="FILE", help="the output must match this Lark grammar file")
-    group.add_argument("--constraint-method", default=None, choices=METHODS,
-                       help="mask (default), awrs (rejection sampling with weights) or smc (particles)")
-    group.add_argument("--particles", type=int, default=None, help="SMC particles (implies --constraint-method smc)")
-    group.add_argument("--ess-threshold", type=float, default=None, help="SMC: resample when ESS < this x particles")
-    group.add_argument("--token-healing", action="store_true", default=None,
-                       help="back up the last prompt token; the output starts with its text")
+def _build_mask(ctx: BuildContext, o: ConstraintOptions) -> Parts:
+    return _grammar_parts(ctx, o, "mask")[0]
 
 
-def constraint_options_from_args(args: Any) -> dict[str, Any]:
-    """The constraint options of parsed CLI flags (files read here; a bad path is an InvalidOption)."""
-    out: dict[str, Any] = {}
-    for flag, name in (("json_schema", "--json-schema"), ("grammar", "--grammar")):
-        path = getattr(args, flag, None)
-        if path is not None:
-            try:
-                with open(path, encoding="utf-8") as handle:
-                    out[flag] = handle.read()
-            except OSError as exc:
-                raise InvalidOption(f"{name}: cannot read {path}: {exc.strerror}") from None
-    for name in ("regex", "constraint_method", "particles", "ess_threshold", "token_healing"):
-        value = getattr(args, name, None)
-        if value is not None:
-            out[name] = value
-    return out
+def _build_awrs(ctx: BuildContext, o: ConstraintOptions) -> Parts:
+    from .awrs import AWRSVerifier
+
+    parts, constraint = _grammar_parts(ctx, o, "awrs")
+    parts.verifier = AWRSVerifier(constraint)
+    return parts
+
+
+def _build_smc(ctx: BuildContext, o: ConstraintOptions) -> Parts:
+    from .awrs import AWRSVerifier
+    from .smc import SMCPolicy
+
+    parts, constraint = _grammar_parts(ctx, o, "smc")
+    parts.verifier = AWRSVerifier(constraint)
+    parts.row_policy = SMCPolicy(constraint, particles=o.particles or DEFAULT_PARTICLES,
+                                 ess_threshold=0.5 if o.ess_threshold is None else o.ess_threshold)
+    return parts
+
+
+register_slot(Slot("constraint", "constrained generation: the output must match a grammar", flat=True,
+                   requires="regex=, json_schema= or grammar="))
+PAPER_AWRS = ("Lipkin et al. 2025, Fast Controlled Generation from Language Models with Adaptive Weighted "
+              "Rejection Sampling")
+CONSTRAINT_METHODS = [
+    Method("mask", "constraint", "mask the tokens the grammar forbids, then sample (works with speculative methods)",
+           "Willard & Louf 2023, Efficient Guided Generation for Large Language Models", ConstraintOptions,
+           _build_mask, Capabilities(lossless=True, composes_with=frozenset({"speculative", "policy"})),
+           _selects("mask"), example={"regex": "(ea|to)+"}),
+    Method("awrs", "constraint", "adaptive weighted rejection sampling: same law, lazy checks, importance weights",
+           PAPER_AWRS, ConstraintOptions, _build_awrs, Capabilities(lossless=True), _selects("awrs"),
+           example={"regex": "(ea|to)+", "constraint_method": "awrs"}),
+    Method("smc", "constraint", "sequential Monte Carlo over AWRS particles: approaches p(x | x in L)",
+           PAPER_AWRS + "; Loula et al. 2025, Syntactic and Semantic Control of LLMs via SMC", ConstraintOptions,
+           _build_smc, Capabilities(lossless=False, needs_sampling=True, streams=False), _selects("smc"),
+           example={"regex": "(ea|to)+", "particles": 4}),
+]
+for _method in CONSTRAINT_METHODS:
+    register(_method)

@@ -62,6 +62,9 @@ class GrammarConstraint:
 
     # ------------------------------------------------------------ Constraint protocol
     def start(self, state: DecodeState) -> None:
+        if isinstance(self.grammars, list) and len(self.grammars) != len(state.rows):
+            # one grammar per prompt; a row policy gives each prompt several rows
+            self.grammars = [self.grammars[g] for g in state.groups]
         self.rows = list(state.active)
         self.matchers = [self.grammar(i).matcher() for i in self.rows]
         for i in self.rows:
@@ -124,6 +127,22 @@ class GrammarConstraint:
             seen.add(r)
         self.matchers = matchers
         self.rows = [self.rows[r] for r in rows]
+
+    def reorder(self, parents: list[int]) -> None:
+        """Active row b takes the parser state and counters of active row parents[b] (SMC)."""
+        matchers, seen = [], set()
+        for p in parents:
+            matchers.append(self.matchers[p].deep_copy() if p in seen else self.matchers[p])
+            seen.add(p)
+        self.matchers = matchers
+        for table in (self.satisfied, self.failed, self.seconds, self.checks, self.log_weight):
+            old = {i: table[i] for i in self.rows if i in table}
+            for b, p in enumerate(parents):
+                source = self.rows[p]
+                if source in old:
+                    table[self.rows[b]] = old[source]
+                else:
+                    table.pop(self.rows[b], None)
 
     # ------------------------------------------------------------ helpers
     def check(self, b: int, token: int) -> bool:

@@ -7,13 +7,17 @@ via Sequential Monte Carlo" (ICLR 2025).
 
 Locally masked decoding samples p(x_t | x_<t, allowed) token by token, which over-weights
 prefixes that the constraint later forces into unlikely continuations: it does not sample
-p(x | x in L). SMC keeps N particles (rows of one batch). Each step, every live particle draws
-its next token by AWRS and multiplies its weight by the AWRS weight (an unbiased estimate of
-the local normaliser Z_t). When the effective sample size (sum w)^2 / sum w^2 falls below
-`ess_threshold * N`, particles are resampled multinomially (KV-cache rows duplicated with
-`Sequence.select_rows`) and all weights set to their mean. A particle ends at EOS (allowed
-only when the text is complete) or when the grammar cannot be extended; particles still
-incomplete at max_new_tokens get weight 0.
+p(x | x in L). SMC keeps N particles: N rows of the generation loop per prompt, run by the loop like any
+other rows (batches, stop strings, records), with `SMCPolicy` as their row policy. Each step,
+every live particle draws its next token by AWRS (the verifier) and multiplies its weight by the
+AWRS weight (an unbiased estimate of the local normaliser Z_t). Before each step, when the
+effective sample size (sum w)^2 / sum w^2 of a prompt's *live* particles falls below
+`ess_threshold` x their number, the live particles are resampled multinomially (KV-cache rows
+duplicated by the loop's `reorder_rows`) and their weights set to their mean. Finished particles
+keep their weights: resampling any subset with its total weight conserved keeps the weighted
+measure unbiased. A particle ends at EOS (allowed only when the text is complete) or when the
+grammar cannot be extended; particles that end incomplete (max_new_tokens, a stop string before
+the text is complete) get weight 0.
 
 Exact: the unnormalised weighted particle measure is unbiased for p(x)1[x in L], so
 exp(log_marginal_likelihood) (mean final weight) is an unbiased estimate of p(L) under the
@@ -25,49 +29,12 @@ sample is a draw from the final weighted particles: exact only as N -> infinity.
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..decoding.records import GenerationOutput, GenerationStats, TokenRecord
-from ..engine.sequence import Sequence
-from ..models.lm import LM
-from ..sampling.config import SamplingConfig, process_logits
-from ..sampling.processors import TokenHistory, entropy
-from .awrs import awrs_sample
-from .grammar import Grammar
-from .mask import token_allowed
-
-
-@dataclass
-class Particle:
-    """One SMC particle: its tokens, log weight and state at the end of the run."""
-
-    token_ids: list[int] = field(default_factory=list)
-    log_weight: float = 0.0
-    complete: bool = False
-    dead: bool = False
-    records: list[TokenRecord] = field(default_factory=list)
-
-    def copy(self) -> Particle:
-        return Particle(list(self.token_ids), self.log_weight, self.complete, self.dead, list(self.records))
-
-
-@dataclass
-class SMCResult:
-    """All particles, the log marginal-likelihood estimate, and run counters."""
-
-    particles: list[Particle]
-    log_marginal_likelihood: float
-    resamples: int
-    checks: int
-    steps: int
-    forwards: int
-    prefill_time: float
-    wall_time: float
-    constraint_time: float
+from ..decoding.records import GenerationOutput
+from .mask import GrammarConstraint
 
 
 def log_mean_exp(x: torch.Tensor) -> float:
@@ -83,128 +50,70 @@ def effective_sample_size(log_w: torch.Tensor) -> float:
     return float(torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0)))
 
 
-def run_smc(lm: LM, prompt_ids: list[int], grammar: Grammar, *, particles: int, max_new_tokens: int,
-            config: SamplingConfig, generator: torch.Generator | None = None, ess_threshold: float = 0.5,
-            records: bool = True) -> SMCResult:
-    """SMC with `particles` AWRS particles continuing `prompt_ids` under `grammar`.
+class SMCPolicy:
+    """The row policy of SMC: `particles` rows per prompt, resampled on low ESS, one output per
+    prompt drawn by final weight (with every particle and log Z in `out.results["smc"]`).
 
     Example:
         >>> import decodelab as dl
-        >>> from decodelab.constrain import compile_grammar
         >>> lm = dl.load("tiny-random", vocab_size=16)
-        >>> r = run_smc(lm, [1, 4], compile_grammar(lm, regex="(ea|to)"), particles=8, max_new_tokens=4,
-        ...             config=dl.SamplingConfig(temperature=1.0))
-        >>> all(p.complete for p in r.particles if p.log_weight > float("-inf"))
-        True
+        >>> out = dl.generate(lm, [1, 4], regex="(ea|to)", particles=8, temperature=1.0, seed=0, max_new_tokens=4)
+        >>> len(out.results["smc"]["particles"])
+        8
     """
-    start = time.perf_counter()
-    n = particles
-    if generator is None:
-        generator = torch.Generator().manual_seed(int(torch.seed() % 2**62))
-    eos = set(lm.eos_token_ids)
-    pad = lm.pad_token_id
-    processors = config.processors()
-    needs_history = any(p.needs_history for p in processors)
-    seq = Sequence(lm, [prompt_ids])
-    logits = seq.prefill()
-    prefill_time = time.perf_counter() - start
-    seq.select_rows([0] * n)
-    logits = logits.expand(n, -1)
-    matchers = [grammar.matcher() for _ in range(n)]
-    parts = [Particle() for _ in range(n)]
-    log_w = torch.zeros(n, dtype=torch.float64)
-    checks = resamples = steps = 0
-    forwards = 1
-    constraint_time = 0.0
-    for _ in range(max_new_tokens):
-        live = [i for i in range(n) if not (parts[i].complete or parts[i].dead)]
-        if not live:
-            break
-        steps += 1
-        history = None
-        if needs_history:
-            history = TokenHistory.from_ids([prompt_ids] * len(live), [parts[i].token_ids for i in live],
-                                            lm.vocab_size, lm.device)
-        rows = logits[live].float()
-        logprobs = process_logits(rows, config, history, processors).log_softmax(-1)
-        raw = rows.log_softmax(-1) if records else None
-        u = torch.rand(len(live), 2, lm.vocab_size, dtype=torch.float64, generator=generator)
-        gumbels = -torch.log(-torch.log(u.clamp_min(1e-300)))
-        t0 = time.perf_counter()
-        for j, i in enumerate(live):
-            m = matchers[i]
-            draw = awrs_sample(logprobs[j], lambda t, m=m: token_allowed(m, grammar, t), gumbels=gumbels[j])
-            checks += draw.checks
-            part = parts[i]
-            if draw.token is None:
-                part.dead = True
-                log_w[i] = float("-inf")
+
+    streams = False
+
+    def __init__(self, constraint: GrammarConstraint, *, particles: int, ess_threshold: float):
+        self.constraint = constraint
+        self.rows_per_prompt = particles
+        self.ess_threshold = ess_threshold
+        self.resamples: dict[int, int] = {}
+
+    def before_step(self, state: Any) -> list[int] | None:
+        parents = list(range(len(state.active)))
+        weights = self.constraint.log_weight
+        for group in sorted({state.groups[i] for i in state.active}):
+            live = [b for b, i in enumerate(state.active) if state.groups[i] == group]
+            log_w = torch.tensor([weights.get(state.active[b], 0.0) for b in live], dtype=torch.float64)
+            if not bool(torch.isfinite(log_w).any()) or effective_sample_size(log_w) >= self.ess_threshold * len(live):
                 continue
-            token = draw.token
-            log_w[i] += draw.log_weight
-            part.token_ids.append(token)
-            if raw is not None:
-                part.records.append(TokenRecord(token, lm.token_text(token), float(raw[j, token]),
-                                                float(entropy(raw[j])), [], "target",
-                                                {"log_weight": draw.log_weight, "constraint_checks": float(draw.checks)}))
-            if token in eos:
-                part.complete = True
-            else:
-                m.consume_token(token)
-                part.complete = bool(m.is_stopped())
-        constraint_time += time.perf_counter() - t0
-        if effective_sample_size(log_w) < ess_threshold * n and bool(torch.isfinite(log_w).any()) \
-                and not all(p.complete or p.dead for p in parts):
-            probs = torch.softmax(log_w, 0)
-            index = torch.multinomial(probs, n, replacement=True, generator=generator).tolist()
+            first = state.groups.index(group)
+            index = torch.multinomial(torch.softmax(log_w, 0), len(live), replacement=True,
+                                      generator=state.generators[first]).tolist()
             mean = log_mean_exp(log_w)
-            seen: set[int] = set()
-            new_matchers, new_parts = [], []
-            for r in index:
-                new_matchers.append(matchers[r].deep_copy() if r in seen else matchers[r])
-                new_parts.append(parts[r].copy())
-                seen.add(r)
-            matchers, parts = new_matchers, new_parts
-            seq.select_rows(index)
-            log_w = torch.full((n,), mean, dtype=torch.float64)
-            resamples += 1
-        if steps >= max_new_tokens or all(p.complete or p.dead for p in parts):
-            break  # particles still running at the budget's end get weight 0 below
-        feed = [[p.token_ids[-1] if not (p.complete or p.dead) and p.token_ids else pad] for p in parts]
-        logits = seq.forward(torch.tensor(feed, device=lm.device))[:, -1]
-        forwards += 1
-    for i, p in enumerate(parts):
-        if not p.complete:
-            log_w[i] = float("-inf")
-    for i, p in enumerate(parts):
-        p.log_weight = float(log_w[i])
-    return SMCResult(parts, log_mean_exp(log_w), resamples, checks, steps, forwards, prefill_time,
-                     time.perf_counter() - start, constraint_time)
+            for j, b in enumerate(live):
+                parents[b] = live[index[j]]
+                weights[state.active[b]] = mean  # every copy carries the mean weight
+            self.resamples[group] = self.resamples.get(group, 0) + 1
+        return parents
 
-
-def smc_output(lm: LM, prompt_ids: list[int], result: SMCResult, generator: torch.Generator,
-               ) -> GenerationOutput:
-    """One `GenerationOutput`: a particle drawn by final weight, plus all particles and log Z."""
-    log_w = torch.tensor([p.log_weight for p in result.particles], dtype=torch.float64)
-    if bool(torch.isfinite(log_w).any()):
-        chosen = int(torch.multinomial(torch.softmax(log_w, 0), 1, generator=generator))
-        finish = "stop"
-    else:
-        # nothing complete: report the longest incomplete particle, marked as a failure
-        chosen = max(range(len(result.particles)), key=lambda i: len(result.particles[i].token_ids))
-        finish = "constraint" if all(p.dead for p in result.particles) else "length"
-    best = result.particles[chosen]
-    stats = GenerationStats(prompt_tokens=len(prompt_ids), new_tokens=len(best.token_ids),
-                            target_forwards=result.forwards, verify_steps=result.steps,
-                            wall_time=result.wall_time, prefill_time=result.prefill_time,
-                            constraint_checks=result.checks, constraint_time=result.constraint_time,
-                            resamples=result.resamples)
-    ids = [t for t in best.token_ids if t not in lm.eos_token_ids]
-    particles: list[dict[str, Any]] = [
-        {"text": lm.decode([t for t in p.token_ids if t not in lm.eos_token_ids]), "token_ids": p.token_ids,
-         "log_weight": p.log_weight, "complete": p.complete}
-        for p in result.particles]
-    return GenerationOutput(text=lm.decode(ids), token_ids=best.token_ids, records=best.records, stats=stats,
-                            finish_reason=finish, prompt_token_ids=list(prompt_ids),
-                            log_weight=best.log_weight, log_marginal_likelihood=result.log_marginal_likelihood,
-                            particles=particles, constraint_satisfied=best.complete)
+    def outputs(self, state: Any, rows: list[GenerationOutput]) -> list[GenerationOutput]:
+        outputs = []
+        for group in range(max(state.groups) + 1):
+            members = [i for i, g in enumerate(state.groups) if g == group]
+            complete = [bool(rows[i].constraint_satisfied) and rows[i].finish_reason == "stop" for i in members]
+            log_w = torch.tensor([rows[i].log_weight if ok else float("-inf") for i, ok in zip(members, complete)],
+                                 dtype=torch.float64)
+            if bool(torch.isfinite(log_w).any()):
+                chosen = members[int(torch.multinomial(torch.softmax(log_w, 0), 1,
+                                                       generator=state.generators[members[0]]))]
+            else:
+                # nothing complete: report the longest particle, marked as a failure
+                chosen = max(members, key=lambda i: len(rows[i].token_ids))
+            out = rows[chosen]
+            if not bool(torch.isfinite(log_w).any()):
+                out.finish_reason = "constraint" if all(rows[i].finish_reason == "constraint" for i in members) \
+                    else "length"
+                out.constraint_satisfied = False
+            particles = [{"text": rows[i].text, "token_ids": rows[i].token_ids, "log_weight": float(w),
+                          "complete": ok} for i, w, ok in zip(members, log_w.tolist(), complete)]
+            out.log_weight = float(log_w[members.index(chosen)])
+            out.log_marginal_likelihood = log_mean_exp(log_w)
+            out.particles = particles
+            out.stats.resamples = self.resamples.get(group, 0)
+            out.stats.target_forwards = max(rows[i].stats.target_forwards for i in members)
+            out.results["smc"] = {"log_marginal_likelihood": out.log_marginal_likelihood, "particles": particles,
+                                  "resamples": out.stats.resamples}
+            outputs.append(out)
+        return outputs

@@ -1,19 +1,47 @@
-"""`generate` and `stream`: the public entry points of decoding."""
+"""`generate`, `stream` and the one compose-and-run path every surface uses.
+
+`compose(lm, prompt, **options)` checks every option, selects the registered methods the
+options name (see `method`), checks that they combine, builds their parts and the decode state,
+and returns a `Run`. `dl.generate`, `dl.stream`, the CLI, the server and the bench all go
+through it, so a method registered by a family works on every surface without other edits.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from typing import Any
 
 from ..errors import InvalidOption, InvalidPrompt, PromptTooLong
 from ..models.lm import LM, Prompt
 from ..sampling.config import SamplingConfig
+from ..sampling.keyed import row_generators
+from ..sampling.options import check_options, option
 from .detokenize import validate_stop
-from .loop import DecodeState, run_loop
+from .loop import DecodeState, StepEvent, run_loop
+from .method import BuildContext, Parts, Selected, build_parts, check_combination, select_methods
 from .records import GenerationOutput
 
 DEFAULT_MAX_NEW_TOKENS = 256
+MAX_NEW_TOKENS = 32768  # bounds one request's time and KV memory
+MAX_BATCH_ROWS = 16384  # prompts x rows per prompt in one call (bounds KV memory)
 
+
+@dataclass
+class GenerationOptions:
+    """Options of every generation, whatever the method."""
+
+    max_new_tokens: int | None = option(None, "tokens to generate at most (default 256)", ge=1, le=MAX_NEW_TOKENS)
+    seed: int | None = option(None, "seed for reproducible sampling (row i of a batch draws stream (seed, i))",
+                              ge=-(2**63), le=2**63 - 1)
+    stop: Any = option(None, "stop string or list of up to 8 stop strings", cli=False)
+    chat: bool | None = option(None, "apply the model's chat template to a text prompt (default: chat models do)",
+                               cli=False)
+    top_logprobs: int = option(5, "alternatives per token in the records", ge=0, le=20, cli=False)
+    records: bool = option(True, "keep per-token records", cli=False)
+
+
+GENERATION_OPTIONS = tuple(f.name for f in fields(GenerationOptions))
 SAMPLER_OPTIONS = SamplingConfig.option_names()
 
 
@@ -25,87 +53,179 @@ def is_batch(prompt: Any) -> bool:
     return isinstance(first, str) or (isinstance(first, (list, tuple)))
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidOption(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
+class Run:
+    """One composed request: the decode state, the methods' parts, and how rows become outputs.
+
+    `events()` runs the loop and yields each step's `StepEvent`s, indexed by *output* (prompt)
+    and carrying their new records; `outputs()` returns one `GenerationOutput` per prompt.
+    """
+
+    def __init__(self, state: DecodeState, parts: Parts, chosen: list[Selected], batch: bool,
+                 prefixes: list[str]):
+        self.state = state
+        self.parts = parts
+        self.chosen = chosen
+        self.batch = batch
+        self.prefixes = prefixes  # per prompt: text the prompt hook backed up (generated again, not shown)
+        self._skip = list(prefixes)
+        self.policy = parts.row_policy
+        self.streams = self.policy is None or getattr(self.policy, "streams", True)
+        self._outputs: list[GenerationOutput] | None = None
+
+    @property
+    def lm(self) -> LM:
+        return self.state.lm
+
+    @property
+    def methods(self) -> list[str]:
+        return [c.name for c in self.chosen]
+
+    @property
+    def prompts(self) -> int:
+        return len(self.prefixes)
+
+    def events(self) -> Iterator[list[StepEvent]]:
+        for events in run_loop(self.state, self.parts.proposer, self.parts.verifier):
+            if self.streams:
+                yield [self._unheal(self._with_records(e)) for e in events]
+        if not self.streams:
+            yield [StepEvent(i, list(out.token_ids), out.text, True, list(out.records), out)
+                   for i, out in enumerate(self.outputs())]
+
+    def finish(self, output: int, reason: str) -> None:
+        """End an output early (client gone, time limit): its rows stop at the next step."""
+        for i in self.state.active:
+            if self.state.groups[i] == output and self.state.rows[i].finish_reason is None:
+                self.state.rows[i].finish_reason = reason
+
+    def flush(self, output: int) -> str:
+        """The text of an output not yet released (its rows were ended early)."""
+        if not self.streams:
+            return self.output(output).text
+        event = StepEvent(output, [], self.state.rows[output].text.flush(), True)
+        return self._unheal(event).text
+
+    def output(self, index: int) -> GenerationOutput:
+        """The output of one prompt as it stands (complete once its rows finished)."""
+        return self.outputs()[index] if not self.streams else self._row_output(index)
+
+    def outputs(self) -> list[GenerationOutput]:
+        if self._outputs is not None:
+            return self._outputs
+        rows = [self._row_output(i) for i in range(len(self.state.rows))]
+        if self.policy is not None and hasattr(self.policy, "outputs"):
+            rows = self.policy.outputs(self.state, rows)
+            for i, out in enumerate(rows):
+                _strip_prefix(out, self.prefixes[i])
+        if not self.state.active:
+            self._outputs = rows
+        return rows
+
+    def _row_output(self, i: int) -> GenerationOutput:
+        row = self.state.rows[i]
+        out = GenerationOutput(text=row.text.text, token_ids=list(row.output_ids), records=list(row.records),
+                               stats=row.stats, finish_reason=row.finish_reason or "length",
+                               prompt_token_ids=row.prompt_ids)
+        if self.parts.results is not None:
+            self.parts.results(self.state, i, out)
+        if self.policy is None:
+            _strip_prefix(out, self.prefixes[self.state.groups[i]])
+        return out
+
+    def _with_records(self, event: StepEvent) -> StepEvent:
+        row = self.state.rows[event.row]
+        count = len(event.token_ids)
+        event.records = row.records[-count:] if count and self.state.keep_records else []
+        if event.finished:
+            out = self._row_output(event.row)
+            event.output = out
+            # a method may drop trailing tokens from the output (AWRS's placeholder EOS)
+            extra = len(row.output_ids) - len(out.token_ids)
+            if extra > 0:
+                event.records = event.records[:max(0, len(event.records) - extra)]
+        return event
+
+    def _unheal(self, event: StepEvent) -> StepEvent:
+        """Token healing: the backed-up prompt text comes out again first; do not show it twice."""
+        skip = self._skip[event.row]
+        if skip and event.text:
+            cut = 0
+            while cut < min(len(skip), len(event.text)) and skip[cut] == event.text[cut]:
+                cut += 1
+            self._skip[event.row] = skip[cut:] if cut else ""
+            event.text = event.text[cut:]
+        return event
 
 
-def prepare(lm: LM, prompt: Prompt | list[Prompt], *, max_new_tokens: int | None = None,
-            seed: int | None = None, stop: Any = None, chat: bool | None = None, top_logprobs: int = 5,
-            records: bool = True, prompt_hook: Any = None, **sampler: Any) -> tuple[DecodeState, bool]:
-    """Validate options and build the decode state; returns (state, is_batch).
+def compose(lm: LM, prompt: Prompt | list[Prompt], *, models: dict[str, LM] | None = None,
+            row_seeds: list[tuple[int | None, int]] | None = None, constraint: Any = None,
+            max_rows: int = MAX_BATCH_ROWS, **options: Any) -> Run:
+    """Check the options, select and build the methods, encode the prompts: a `Run`.
 
-    `prompt_hook(lm, encoded)` may rewrite the encoded prompts (token healing backs up tokens)."""
-    unknown = sorted(set(sampler) - set(SAMPLER_OPTIONS))
-    if unknown:
-        raise InvalidOption(f"unknown option(s): {', '.join(unknown)}")
+    `models`: the models that model-valued options may name (the server's served models).
+    `row_seeds`: [(seed, prompts)] groups of consecutive prompts with their own seed (the server
+    batches requests; each row draws the stream it would have drawn alone). `max_rows`: at most
+    this many rows (prompts x rows per prompt).
+    """
     if not isinstance(lm, LM):
         raise InvalidOption("the first argument must be a model from decodelab.load()")
-    max_new_tokens = DEFAULT_MAX_NEW_TOKENS if max_new_tokens is None else max_new_tokens
-    _check_int("max_new_tokens", max_new_tokens, 1)
-    _check_int("top_logprobs", top_logprobs, 0)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise InvalidOption(f"seed must be an integer, got {seed!r}")
+    core = {k: options.pop(k) for k in list(options) if k in GENERATION_OPTIONS}
+    sampler = {k: options.pop(k) for k in list(options) if k in SAMPLER_OPTIONS}
+    general = check_options(GenerationOptions, core, "generate")
     config = SamplingConfig.from_options(lm.generation_defaults(), **sampler)
     config.check_vocab(lm.vocab_size)
-    stops = validate_stop(stop)
+    stops = validate_stop(general.stop)
     batch = is_batch(prompt)
     prompts = list(prompt) if batch else [prompt]
     if not prompts:
         raise InvalidPrompt("the prompt is empty")
-    encoded = [lm.encode(p, chat=chat) for p in prompts]
-    if prompt_hook is not None:
-        encoded = prompt_hook(lm, encoded)
-    for ids in encoded:
+    ctx = BuildContext(lm, config, len(prompts), models)
+    chosen = select_methods(ctx, options)
+    if constraint is not None:
+        if not all(hasattr(constraint, m) for m in ("start", "allowed", "advance", "select_rows")):
+            raise InvalidOption("constraint must implement decodelab.decoding.protocols.Constraint")
+        chosen.append(Selected(None, constraint, parts=Parts(constraint=constraint), name="constraint",
+                               slot="constraint"))
+    if options:
+        raise InvalidOption(f"unknown option(s): {', '.join(sorted(options))}")
+    check_combination(chosen, config)
+    parts = build_parts(ctx, chosen)
+    encoded = [lm.encode(p, chat=general.chat) for p in prompts]
+    prefixes = [""] * len(encoded)
+    if parts.prompt_hook is not None:
+        encoded, prefixes = parts.prompt_hook(lm, encoded)
+    for i, ids in enumerate(encoded):
         if len(ids) >= lm.context_length:
-            raise PromptTooLong(
-                f"the prompt has {len(ids)} tokens; the model's context is {lm.context_length} tokens"
-            )
-    state = DecodeState(lm, encoded, config, seed=seed, max_new_tokens=max_new_tokens, stop=stops,
-                        top_logprobs=min(top_logprobs, lm.vocab_size), records=records)
-    return state, batch
+            where = f"prompt {i} of the batch" if batch else "the prompt"
+            raise PromptTooLong(f"{where} has {len(ids)} tokens; the model's context is {lm.context_length} tokens")
+    copies = int(getattr(parts.row_policy, "rows_per_prompt", 1) or 1)
+    if len(encoded) * copies > min(max_rows, MAX_BATCH_ROWS):
+        raise InvalidOption(f"{len(encoded)} prompts x {copies} rows each is more than "
+                            f"{min(max_rows, MAX_BATCH_ROWS)} rows")
+    groups = [p for p in range(len(encoded)) for _ in range(copies)]
+    seeds = row_seeds if row_seeds is not None else [(general.seed, len(encoded))]
+    generators = [g for seed, count in seeds for g in row_generators(seed, count * copies)]
+    max_new = DEFAULT_MAX_NEW_TOKENS if general.max_new_tokens is None else general.max_new_tokens
+    state = DecodeState(lm, [encoded[g] for g in groups], config, seed=None, max_new_tokens=max_new, stop=stops,
+                        top_logprobs=min(general.top_logprobs, lm.vocab_size), records=general.records,
+                        generators=generators, groups=groups)
+    state.constraint = parts.constraint
+    state.observers = list(parts.observers)
+    state.policy = parts.row_policy
+    return Run(state, parts, chosen, batch, prefixes)
 
 
-def _method(speculative: Any, lm: LM, watermark: dict | None = None, state: DecodeState | None = None):
-    """(proposer, verifier) for the loop: speculative decoding, a watermark, or plain decoding."""
-    if watermark is not None:
-        if speculative is not None:
-            raise InvalidOption("watermark and speculative cannot be combined")
-        if not isinstance(watermark, dict):
-            raise InvalidOption("watermark must be a dict with at least a 'key'")
-        from ..watermark.schemes import verifier_for
-
-        return None, verifier_for(watermark, state)
-    if speculative is None:
-        return None, None
-    from ..speculative.resolve import resolve_speculative
-
-    return resolve_speculative(speculative, lm)
-
-
-def _attach_constraint(state: DecodeState, constraint: Any) -> None:
-    if constraint is None:
-        return
-    if not all(hasattr(constraint, m) for m in ("start", "allowed", "advance", "select_rows")):
-        raise InvalidOption("constraint must implement decodelab.decoding.protocols.Constraint")
-    state.constraint = constraint
-
-
-def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, watermark: dict | None = None,
-             constraint: Any = None, **options: Any) -> GenerationOutput | list[GenerationOutput]:
+def generate(lm: LM, prompt: Prompt | list[Prompt], **options: Any) -> GenerationOutput | list[GenerationOutput]:
     """Generate a continuation of a prompt (or of each prompt in a list).
 
-    Options: max_new_tokens, seed, stop, chat, top_logprobs, records, and every sampler option
-    (temperature, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff,
-    repetition_penalty, frequency_penalty, presence_penalty, logit_bias).
-    `constraint=` takes a `Constraint` (token masks, see decodelab.decoding.protocols).
-    Grammars: `regex=`, `json_schema=` (dict or JSON text) or `grammar=` (Lark), with
-    `constraint_method="mask"|"awrs"|"smc"`, `particles=`, `ess_threshold=`, `token_healing=`
-    (see decodelab.constrain); constrained outputs set `constraint_satisfied`, and AWRS/SMC
-    also `log_weight` / `log_marginal_likelihood` / `particles`.
-    `speculative=` takes a method (dl.spec.PromptLookup(), ...) or its name; `watermark=` takes
-    {"key": ..., "scheme": "exp"|"its"|"kgw", "n", "shift", "gamma", "delta"} (see decodelab.watermark).
+    Options: max_new_tokens, seed, stop, chat, top_logprobs, records; every sampler option
+    (temperature, top_k, top_p, min_p, typical_p, epsilon_cutoff, eta_cutoff, repetition_penalty,
+    frequency_penalty, presence_penalty, logit_bias); and the options of the registered methods
+    (`decodelab methods` lists them): `speculative=` (a name, with `speculative_options={...}`,
+    or a proposer such as dl.spec.PromptLookup()), `watermark={"key": ..., "scheme": ...}`,
+    grammars `regex=` / `json_schema=` / `grammar=` with `constraint_method=`, `particles=`, ...,
+    row policies `num_beams=`, `best_of=`; `constraint=` takes a `Constraint` object.
+    Per-method results are in `out.results[method name]`.
 
     Example:
         >>> import decodelab as dl
@@ -114,20 +234,14 @@ def generate(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None, 
         >>> len(out.token_ids) <= 5
         True
     """
-    request = _constraint_request(lm, options, constraint, speculative, watermark)
-    state, batch = prepare(lm, prompt, prompt_hook=request.heal if request else None, **options)
-    if request is not None and request.method == "smc":
-        outputs = _run_smc(state, request)
-        return outputs if batch else outputs[0]
-    proposer, verifier = _constrained_method(state, request, constraint, speculative, watermark)
-    for _ in run_loop(state, proposer, verifier):
+    run = compose(lm, prompt, **options)
+    for _ in run.events():
         pass
-    outputs = [row_output(lm, row, request, i) for i, row in enumerate(state.rows)]
-    return outputs if batch else outputs[0]
+    outputs = run.outputs()
+    return outputs if run.batch else outputs[0]
 
 
-def stream(lm: LM, prompt: Prompt, *, speculative: Any = None, watermark: dict | None = None,
-           constraint: Any = None, **options: Any) -> Iterator[str]:
+def stream(lm: LM, prompt: Prompt, **options: Any) -> Iterator[str]:
     """Yield the text of one prompt's continuation piece by piece (never a broken character).
 
     Example:
@@ -137,95 +251,18 @@ def stream(lm: LM, prompt: Prompt, *, speculative: Any = None, watermark: dict |
     """
     if is_batch(prompt):
         raise InvalidPrompt("stream() takes one prompt; use generate() for a batch")
-    for event in stream_events(lm, prompt, speculative=speculative, watermark=watermark, constraint=constraint,
-                               **options):
+    for event in stream_events(lm, prompt, **options):
         if event.text:
             yield event.text
 
 
-def stream_events(lm: LM, prompt: Prompt | list[Prompt], *, speculative: Any = None,
-                  watermark: dict | None = None, constraint: Any = None, **options: Any):
-    """Yield `StepEvent`s (row, token ids, text, finished) as they happen; the final
-    `GenerationOutput`s are available as the generator's return value."""
-    from .loop import StepEvent
-
-    request = _constraint_request(lm, options, constraint, speculative, watermark)
-    state, _ = prepare(lm, prompt, prompt_hook=request.heal if request else None, **options)
-    if request is not None and request.method == "smc":
-        outputs = _run_smc(state, request)
-        for i, out in enumerate(outputs):
-            yield StepEvent(i, out.token_ids, out.text, True)
-        return outputs
-    proposer, verifier = _constrained_method(state, request, constraint, speculative, watermark)
-    # token healing: the backed-up prompt text comes out again first; do not show it twice
-    skip = list(request.prefixes) if request is not None else [""] * len(state.rows)
-    for events in run_loop(state, proposer, verifier):
-        for event in events:
-            if skip[event.row] and event.text:
-                cut = len(skip[event.row]) if event.text.startswith(skip[event.row]) else 0
-                cut = cut or len(_common_prefix(event.text, skip[event.row]))
-                skip[event.row] = skip[event.row][cut:]
-                event = StepEvent(event.row, event.token_ids, event.text[cut:], event.finished)
-            yield event
-    return [row_output(lm, row, request, i) for i, row in enumerate(state.rows)]
-
-
-def _common_prefix(a: str, b: str) -> str:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return a[:n]
-
-
-def _constraint_request(lm: LM, options: dict, constraint: Any, speculative: Any, watermark: Any):
-    """Parse regex/json_schema/grammar options (None when there are none)."""
-    from ..constrain.api import CONSTRAINT_OPTIONS, constraint_request
-
-    if not any(options.get(name) not in (None, False) for name in CONSTRAINT_OPTIONS):
-        for name in CONSTRAINT_OPTIONS:
-            options.pop(name, None)
-        return None
-    request = constraint_request(lm, options)
-    if request is None:
-        return None
-    if constraint is not None:
-        raise InvalidOption("give either constraint= or regex=/json_schema=/grammar=, not both")
-    if watermark is not None:
-        raise InvalidOption("watermark and grammar constraints cannot be combined")
-    if speculative is not None and request.method != "mask":
-        raise InvalidOption(f"constraint_method={request.method!r} samples token by token; "
-                            "use constraint_method='mask' with speculative decoding")
-    return request
-
-
-def _constrained_method(state: DecodeState, request: Any, constraint: Any, speculative: Any, watermark: Any):
-    """Attach the constraint and pick (proposer, verifier)."""
-    if request is not None:
-        constraint = request.make_constraint()
-    _attach_constraint(state, constraint)
-    if request is not None and request.method == "awrs":
-        from ..constrain.awrs import AWRSVerifier
-
-        return None, AWRSVerifier(constraint)
-    return _method(speculative, state.lm, watermark, state)
-
-
-def _run_smc(state: DecodeState, request: Any) -> list[GenerationOutput]:
-    from ..constrain.smc import run_smc, smc_output
-
-    if state.config.greedy:
-        raise InvalidOption("constraint_method='smc' samples: give a temperature > 0")
-    if state.rows[0].text is not None and state.rows[0].text.stop:
-        raise InvalidOption("stop strings are not supported with constraint_method='smc'")
-    outputs = []
-    for i, (row, grammar) in enumerate(zip(state.rows, request.grammars())):
-        result = run_smc(state.lm, row.prompt_ids, grammar, particles=request.particles,
-                         max_new_tokens=state.max_new_tokens, config=state.config, generator=state.generators[i],
-                         ess_threshold=request.ess_threshold, records=state.keep_records)
-        out = smc_output(state.lm, row.prompt_ids, result, state.generators[i])
-        _strip_prefix(out, request.prefixes[i])
-        outputs.append(out)
-    return outputs
+def stream_events(lm: LM, prompt: Prompt | list[Prompt], **options: Any):
+    """Yield `StepEvent`s (output index, token ids, text, finished, records) as they happen; the
+    final `GenerationOutput`s are the generator's return value."""
+    run = compose(lm, prompt, **options)
+    for events in run.events():
+        yield from events
+    return run.outputs()
 
 
 def _strip_prefix(out: GenerationOutput, prefix: str) -> None:
@@ -233,30 +270,5 @@ def _strip_prefix(out: GenerationOutput, prefix: str) -> None:
         out.text = out.text[len(prefix):]
 
 
-def row_output(lm: LM, row, request: Any = None, index: int = 0) -> GenerationOutput:
-    """The `GenerationOutput` of one loop row, with constraint fields when a grammar was used."""
-    out = GenerationOutput(
-        text=row.text.text,
-        token_ids=row.output_ids,
-        records=row.records,
-        stats=row.stats,
-        finish_reason=row.finish_reason or "length",
-        prompt_token_ids=row.prompt_ids,
-    )
-    if request is None or request.constraint is None:
-        return out
-    c = request.constraint
-    out.constraint_satisfied = bool(c.satisfied.get(index, False)) and index not in c.failed
-    out.stats.constraint_checks = c.checks.get(index, 0)
-    out.stats.constraint_time = c.seconds.get(index, 0.0)
-    if request.method == "awrs":
-        out.log_weight = c.log_weight.get(index, 0.0)
-    if index in c.failed:
-        out.finish_reason = "constraint"
-        if request.method == "awrs" and out.token_ids and out.token_ids[-1] in lm.eos_token_ids:
-            # AWRS found no allowed token: the placeholder EOS is not part of the output
-            out.token_ids = out.token_ids[:-1]
-            out.records = out.records[:len(out.token_ids)]
-            out.log_weight = float("-inf")
-    _strip_prefix(out, request.prefixes[index])
-    return out
+__all__ = ["generate", "stream", "stream_events", "compose", "Run", "GenerationOptions", "is_batch",
+           "DEFAULT_MAX_NEW_TOKENS"]

@@ -8,6 +8,7 @@ rejected drafts are rolled back. With no proposer, k = 0 and the step is plain d
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ from ..sampling.config import SamplingConfig, draw_uniforms, process_logits, sam
 from ..sampling.keyed import row_generators
 from ..sampling.processors import TokenHistory, entropy
 from .detokenize import IncrementalText
-from .protocols import Constraint, Proposal, Proposer, Verdict, Verifier
-from .records import GenerationStats, TokenRecord
+from .protocols import Constraint, Observer, Proposal, Proposer, RowPolicy, Verdict, Verifier
+from .records import GenerationOutput, GenerationStats, TokenRecord
 
 
 @dataclass
@@ -45,13 +46,16 @@ class StepEvent:
     token_ids: list[int]
     text: str
     finished: bool
+    records: list[TokenRecord] = field(default_factory=list)
+    output: GenerationOutput | None = None  # set when finished (compose's Run)
 
 
 class DecodeState:
     """Everything a proposer or verifier may read about the run in progress."""
 
     def __init__(self, lm: LM, prompts: list[list[int]], config: SamplingConfig, *, seed: int | None,
-                 max_new_tokens: int, stop: tuple[str, ...], top_logprobs: int, records: bool):
+                 max_new_tokens: int, stop: tuple[str, ...], top_logprobs: int, records: bool,
+                 generators: list[torch.Generator] | None = None, groups: list[int] | None = None):
         self.lm = lm
         self.config = config
         self.processors = config.processors()
@@ -60,13 +64,17 @@ class DecodeState:
         for row in self.rows:
             row.stats.prompt_tokens = len(row.prompt_ids)
         self.active: list[int] = list(range(len(prompts)))  # batch index -> row index
-        self.generators = row_generators(seed, len(prompts))
+        self.generators = generators if generators is not None else row_generators(seed, len(prompts))
+        # row -> prompt index: row policies (beam search, best-of, SMC) give one prompt several rows
+        self.groups = groups if groups is not None else list(range(len(prompts)))
         self.max_new_tokens = max_new_tokens
         self.top_logprobs = top_logprobs
         self.keep_records = records
         self.seq = Sequence(lm, prompts)
         self.pending = torch.zeros(len(prompts), dtype=torch.long, device=lm.device)
         self.constraint: Constraint | None = None
+        self.observers: list[Observer] = []
+        self.policy: RowPolicy | None = None
         # the last target forward: tokens [B, k+1] and their logits [B, k+1, V] (position 0 is
         # the pending token, or the prompt's last token on the first step), for proposers that
         # learn from every forward (token recycling)
@@ -138,6 +146,8 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
     draft, and only the drafts are forwarded. Later steps forward [pending, drafts].
     """
     verifier = verifier or SampleVerifier()
+    if state.policy is not None and hasattr(state.policy, "start"):
+        state.policy.start(state)
     start = time.perf_counter()
     prefill_logits = state.seq.prefill()[:, None]
     prefill_time = time.perf_counter() - start
@@ -148,8 +158,15 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
         proposer.start(state)
     if state.constraint is not None:
         state.constraint.start(state)
+    if hasattr(verifier, "start"):
+        verifier.start(state)
+    policy = state.policy
     first = True
     while True:
+        if policy is not None and hasattr(policy, "before_step"):
+            parents = policy.before_step(state)
+            if parents is not None:
+                reorder_rows(state, parents, proposer)
         budget = _draft_budget(state)
         if budget is None:
             for i in state.active:
@@ -167,6 +184,14 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
             [[state.rows[i].prompt_ids[-1]] for i in state.active], device=state.lm.device)
         state.forwarded = (torch.cat([last, proposal.tokens.to(state.lm.device)], 1), logits)
         verdict = verifier.verify(state, logits, proposal)
+        for observer in state.observers:
+            if hasattr(observer, "on_step"):
+                observer.on_step(state, logits, proposal, verdict)
+        if policy is not None and hasattr(policy, "before_emit"):
+            parents = policy.before_emit(state, logits, proposal, verdict)
+            if parents is not None:
+                reorder_rows(state, parents, proposer)
+                logits = logits[torch.as_tensor(parents, device=logits.device)]
         t4 = time.perf_counter()
         if proposer is not None:
             proposer.accepted(state, proposal, verdict)
@@ -229,6 +254,9 @@ def _emit(state: DecodeState, logits: torch.Tensor, proposal: Proposal, verdict:
     eos = state.lm.eos_token_ids
     for b, i in enumerate(state.active):
         row = state.rows[i]
+        if row.finish_reason is not None:  # a row policy ended it before this step's tokens
+            events.append(StepEvent(i, [], row.text.flush(), True))
+            continue
         path = verdict.path(b)
         accepted = len(path)
         new = proposal.tokens[b, path].tolist() + [int(verdict.next_tokens[b])]
@@ -244,7 +272,7 @@ def _emit(state: DecodeState, logits: torch.Tensor, proposal: Proposal, verdict:
             taken.append(token)
             row.output_ids.append(token)
             if logprobs is not None:
-                row.records.append(_record(state, logprobs[b, position], token, source))
+                row.records.append(_record(state, b, logprobs[b, position], token, source))
             if state.constraint is not None and state.constraint.advance(state, b, token):
                 row.finish_reason = "stop"
                 break
@@ -264,14 +292,48 @@ def _emit(state: DecodeState, logits: torch.Tensor, proposal: Proposal, verdict:
     return events
 
 
-def _record(state: DecodeState, logprobs: torch.Tensor, token: int, source: str) -> TokenRecord:
+def _record(state: DecodeState, b: int, logprobs: torch.Tensor, token: int, source: str) -> TokenRecord:
+    """The default observer: token, log-probability, entropy, top alternatives, source; then the
+    columns of every other observer."""
     lm = state.lm
     row_entropy = float(entropy(logprobs))
     top: list[tuple[int, str, float]] = []
     if state.top_logprobs:
         values, ids = torch.topk(logprobs, state.top_logprobs)
         top = [(int(t), lm.token_text(int(t)), float(v)) for t, v in zip(ids, values)]
-    return TokenRecord(int(token), lm.token_text(token), float(logprobs[token]), row_entropy, top, source)
+    record = TokenRecord(int(token), lm.token_text(token), float(logprobs[token]), row_entropy, top, source)
+    for observer in state.observers:
+        record.extra.update(observer.columns(state, b, logprobs, token, source))
+    return record
+
+
+def reorder_rows(state: DecodeState, parents: list[int], proposer: Proposer | None = None) -> None:
+    """Active row b takes the content of active row parents[b] (repeats allowed): KV cache,
+    output, records, text, pending token, constraint state. Each row keeps its own random
+    stream, so copies diverge afterwards."""
+    parents = [int(p) for p in parents]
+    if len(parents) != len(state.active) or any(not 0 <= p < len(state.active) for p in parents):
+        raise ValueError("a row policy must name one parent among the active rows for each active row")
+    if parents == list(range(len(state.active))):
+        return
+    state.seq.select_rows(parents)
+    old = [state.rows[i] for i in state.active]
+    for b, p in enumerate(parents):
+        state.rows[state.active[b]] = _copy_row(old[p])
+    state.pending = state.pending[torch.as_tensor(parents, device=state.pending.device)]
+    if proposer is not None:
+        proposer.select_rows(parents)
+    if state.constraint is not None:
+        if not hasattr(state.constraint, "reorder"):
+            raise ValueError("this constraint cannot follow reordered rows")
+        state.constraint.reorder(parents)
+
+
+def _copy_row(row: RowState) -> RowState:
+    text = copy.copy(row.text)
+    text.ids = list(row.text.ids)
+    return RowState(list(row.prompt_ids), list(row.output_ids), list(row.records), copy.deepcopy(row.stats),
+                    row.finish_reason, text)
 
 
 def _prune_finished(state: DecodeState, proposer: Proposer | None) -> None:

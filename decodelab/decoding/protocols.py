@@ -113,3 +113,39 @@ class Constraint(Protocol):
 
     def select_rows(self, rows: list[int]) -> None:
         """Keep only these rows."""
+
+
+class Observer(Protocol):
+    """Adds columns to the per-token records (uncertainty scores, watermark scores, ...).
+
+    `columns` is called for every emitted token while records are kept, with the raw target
+    log-probabilities [V] at that token's position; what it returns lands in `record.extra`.
+    An observer may also define `on_step(state, logits, proposal, verdict)`, called once per step
+    with the target logits [B, k+1, V] before the tokens are emitted.
+    """
+
+    name: str
+
+    def columns(self, state: DecodeState, b: int, logprobs: torch.Tensor, token: int, source: str,
+                ) -> dict[str, float]:
+        """Columns for the token that active row b emitted."""
+
+
+class RowPolicy(Protocol):
+    """Acts on whole rows: gives each prompt several rows, reorders, duplicates or drops them
+    between steps, and turns each prompt's rows into its output (beam search, best-of-n, SMC).
+
+    Optional methods (the loop calls those that exist):
+
+    - `rows_per_prompt: int` — rows each prompt starts with.
+    - `before_step(state) -> list[int] | None` — at the start of a step: for each active row b
+      the active row whose content it takes (repeats allowed; resampling).
+    - `before_emit(state, logits, proposal, verdict) -> list[int] | None` — after the verifier
+      chose, before tokens are appended: parents as above; the verdict is already in the new order
+      (beam search picks (parent, token) pairs). A row the policy marks finished emits nothing.
+    - `outputs(state, outputs) -> list[GenerationOutput]` — one output per prompt from the
+      outputs of all rows (rows of prompt p are those with state.groups[row] == p).
+    - `streams: bool` — False when rows are not the outputs (their text goes out whole at the end).
+    """
+
+    rows_per_prompt: int

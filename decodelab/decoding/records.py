@@ -101,8 +101,11 @@ class GenerationOutput:
     log_weight: float | None = None
     log_marginal_likelihood: float | None = None
     particles: list[dict[str, Any]] | None = None
+    # per-method results, by method name (out.results["smc"], out.results["beam"], ...)
+    results: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
+        """The JSON form the CLI prints and the server sends (one serialisation for both)."""
         out = {
             "text": self.text,
             "token_ids": self.token_ids,
@@ -113,4 +116,6 @@ class GenerationOutput:
         for name in ("constraint_satisfied", "log_weight", "log_marginal_likelihood", "particles"):
             if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
+        if self.results:
+            out["results"] = self.results
         return out

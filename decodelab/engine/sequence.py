@@ -15,6 +15,7 @@ fast path). Otherwise chains get a 2D key mask and trees get an additive float 4
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence as Seq
 
 import torch
@@ -52,6 +53,9 @@ class Sequence:
         self.slot_valid = torch.zeros(self.batch_size, 0, dtype=torch.bool, device=self.device)
         self.next_pos = torch.zeros(self.batch_size, dtype=torch.long, device=self.device)
         self.forward_calls = 0
+        # few-row forwards through `W @ x.T` (fast_linear); off where results must match
+        # Hugging Face's own batched forwards bit for bit (beam search)
+        self.few_row_path = True
         self.check_room(max(len(r) for r in rows))
 
     # ----------------------------------------------------------------- queries
@@ -213,7 +217,8 @@ class Sequence:
         return tokens
 
     def _run(self, tokens, positions, mask, *, last_only: bool) -> torch.Tensor:
-        with torch.inference_mode(), small_batch_linear(self.lm.model):
+        few_rows = small_batch_linear(self.lm.model) if self.few_row_path else contextlib.nullcontext()
+        with torch.inference_mode(), few_rows:
             out = self.lm.model(
                 input_ids=tokens,
                 attention_mask=mask,

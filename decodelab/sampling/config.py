@@ -8,12 +8,13 @@ decoding — so the processed distributions they compare cannot drift apart (as 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 
 from ..errors import InvalidOption
+from .options import option
 from .processors import (
     EpsilonCutoff,
     EtaCutoff,
@@ -40,17 +41,19 @@ class SamplingConfig:
         False
     """
 
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    typical_p: float | None = None
-    epsilon_cutoff: float | None = None
-    eta_cutoff: float | None = None
-    repetition_penalty: float | None = None
-    frequency_penalty: float | None = None
-    presence_penalty: float | None = None
-    logit_bias: dict[int, float] | None = None
+    temperature: float = option(1.0, "sampling temperature; 0 = greedy (default: the model's generation config, "
+                                "else greedy)", ge=0, le=100)
+    top_k: int | None = option(None, "keep the k most likely tokens (0 = off)", ge=0, le=1_000_000)
+    top_p: float | None = option(None, "nucleus sampling mass", gt=0, le=1)
+    min_p: float | None = option(None, "drop tokens below min_p x the top probability", ge=0, lt=1)
+    typical_p: float | None = option(None, "locally typical sampling mass", gt=0, le=1)
+    epsilon_cutoff: float | None = option(None, "epsilon sampling: drop tokens with probability below this", ge=0, lt=1)
+    eta_cutoff: float | None = option(None, "eta sampling cutoff", ge=0, lt=1)
+    repetition_penalty: float | None = option(None, "CTRL repetition penalty (>1 discourages repeats)", gt=0, le=100)
+    frequency_penalty: float | None = option(None, "OpenAI-style frequency penalty", ge=-2, le=2)
+    presence_penalty: float | None = option(None, "OpenAI-style presence penalty", ge=-2, le=2)
+    logit_bias: dict[int, float] | None = option(None, "token id -> bias added to its logit, in [-100, 100]",
+                                                 cli=False)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,9 +116,6 @@ class SamplingConfig:
     def greedy(self) -> bool:
         return self.temperature == 0
 
-    def with_options(self, **options: Any) -> SamplingConfig:
-        return replace(self, **options)
-
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -145,10 +145,6 @@ class SamplingConfig:
         if self.eta_cutoff:
             out.append(EtaCutoff(float(self.eta_cutoff)))
         return out
-
-    @property
-    def needs_history(self) -> bool:
-        return any(p.needs_history for p in self.processors())
 
 
 def process_logits(logits: torch.Tensor, config: SamplingConfig, history: TokenHistory | None = None,

@@ -35,16 +35,16 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Str
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..constrain.api import DEFAULT_PARTICLES
 from ..decoding.detokenize import validate_stop
+from ..decoding.method import methods
 from ..decoding.records import GenerationOutput, TokenRecord
-from ..errors import DecodelabError, InvalidOption, ModelNotFound
+from ..errors import DecodelabError, ModelNotFound
 from ..models.lm import LM
 from ..sampling.config import SamplingConfig
 from . import metrics
-from .engine import Engine, Job, batch_key, constraint_fields
+from .engine import Engine, Job, batch_key, check_request, constraint_fields
 from .errors import APIError, error_body, error_response, from_exception
-from .schemas import ChatCompletionRequest, CompletionRequest, DecodelabOptions, error_responses
+from .schemas import build_request_models, error_responses
 
 STATIC = Path(__file__).parent / "static"
 
@@ -84,7 +84,9 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
         >>> app = create_app({"tiny-random": dl.load("tiny-random", vocab_size=64)})
     """
     config = config or ServerConfig()
-    engine = Engine(models, max_batch=config.max_batch, queue_size=config.queue_size, batch_wait=config.batch_wait)
+    engine = Engine(models, max_batch=config.max_batch, queue_size=config.queue_size, batch_wait=config.batch_wait,
+                    max_rows_per_request=config.max_rows_per_request)
+    _, CompletionRequest, ChatCompletionRequest = build_request_models()
     requests = metrics.RequestCounter()
     aliases = {k.lower(): v for k, v in (aliases or {}).items()}
     created = int(time.time())
@@ -139,7 +141,7 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
             return alias
         raise ModelNotFound(f"the model '{name}' is not served here; served: {', '.join(models)}")
 
-    def make_job(body: DecodelabOptions, prompts: list[Any], *, chat: bool | None, max_tokens: int | None,
+    def make_job(body: Any, prompts: list[Any], *, chat: bool | None, max_tokens: int | None,
                  default_max: int, logprobs: int | None, loop: asyncio.AbstractEventLoop,
                  queue: asyncio.Queue) -> Job:
         model_id = resolve_model(body.model)
@@ -151,18 +153,9 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
         if len(prompts) * body.n > config.max_rows_per_request:
             raise APIError(400, f"prompts x n is {len(prompts) * body.n}; at most {config.max_rows_per_request}",
                            param="n")
-        if body.speculative_options and body.speculative is None:
-            raise InvalidOption("speculative_options given without speculative")
-        if body.watermark is not None and body.speculative is not None:
-            raise InvalidOption("watermark and speculative cannot be combined")
-        sampler = body.sampler()
-        sampling = SamplingConfig.from_options(lm.generation_defaults(), **sampler)
-        sampling.check_vocab(lm.vocab_size)
+        options = body.method_options()
+        alone = check_request(lm, options)
         stop = validate_stop(body.stop)
-        constraint = body.constraint()
-        if constraint is not None:
-            _check_constraint(body, constraint, sampling, stop, rows=len(prompts) * body.n,
-                              max_rows=config.max_rows_per_request)
         records = bool(body.records or logprobs is not None)
         top = logprobs or (5 if body.records else 0)  # the viewer shows top alternatives on hover
 
@@ -173,11 +166,9 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
                 pass
 
         job = Job(model=model_id, prompts=prompts, chat=chat, n=body.n, seed=body.seed, max_new_tokens=max_new,
-                  stop=stop, top_logprobs=top if records else 0, records=records, sampler=sampler,
-                  speculative=(body.speculative, dict(body.speculative_options or {})) if body.speculative else None,
-                  watermark=dict(body.watermark) if body.watermark is not None else None, constraint=constraint,
-                  deadline=time.monotonic() + config.timeout, send=send)
-        job.key = batch_key(job, sampling)
+                  stop=stop, top_logprobs=top if records else 0, records=records, options=options,
+                  deadline=time.monotonic() + config.timeout, send=send, alone=alone)
+        job.key = batch_key(job)
         return job
 
     async def next_message(queue: asyncio.Queue, request: Request, job: Job) -> tuple:
@@ -188,7 +179,7 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
                 if await request.is_disconnected():
                     raise _ClientGone() from None
 
-    async def run(request: Request, body: DecodelabOptions, prompts: list[Any], *, kind: str, chat: bool | None,
+    async def run(request: Request, body: Any, prompts: list[Any], *, kind: str, chat: bool | None,
                   max_tokens: int | None, default_max: int, logprobs: int | None) -> Any:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -258,26 +249,27 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
     @app.get("/v1/decodelab/info", responses=api_errors)
     async def info() -> dict[str, Any]:
         """What the viewer needs: models, speculative methods, sampler options, limits."""
-        return {"models": list(models), "speculative_methods": _speculative_names(),
+        return {"models": list(models), "speculative_methods": [m.name for m in methods("speculative")],
                 "sampler_options": SamplingConfig.option_names(),
                 "max_tokens_limit": config.max_tokens_limit, "max_batch": config.max_batch}
 
-    @app.post("/v1/completions", responses=generation_errors)
-    async def completions(request: Request, body: CompletionRequest) -> Any:
+    @app.get("/v1/decodelab/methods", responses=api_errors)
+    async def list_methods() -> list[dict[str, Any]]:
+        """Every registered method: slot, paper, capabilities and options (as `decodelab methods --json`)."""
+        return json.loads(json.dumps([m.describe() for m in methods()], default=str))
+
+    async def completions(request: Request, body: Any) -> Any:
         if body.suffix:
             raise APIError(400, "suffix is not supported", param="suffix", code="unsupported")
         if body.echo:
             raise APIError(400, "echo is not supported", param="echo", code="unsupported")
-        if body.best_of not in (None, body.n):
-            raise APIError(400, "best_of must equal n (ranking by best_of is not supported)", param="best_of")
         prompt = body.prompt
         prompts = [prompt] if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)) else list(prompt)
         return await run(request, body, prompts, kind="completion", chat=body.chat, max_tokens=body.max_tokens,
                          default_max=min(config.completion_default_max_tokens, config.max_tokens_limit),
                          logprobs=body.logprobs)
 
-    @app.post("/v1/chat/completions", responses=generation_errors)
-    async def chat_completions(request: Request, body: ChatCompletionRequest) -> Any:
+    async def chat_completions(request: Request, body: Any) -> Any:
         if body.max_tokens is not None and body.max_completion_tokens is not None:
             raise APIError(400, "give max_tokens or max_completion_tokens, not both", param="max_tokens")
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
@@ -287,6 +279,12 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
                          max_tokens=body.max_completion_tokens or body.max_tokens,
                          default_max=config.max_tokens_limit,
                          logprobs=(body.top_logprobs or 0) if body.logprobs else None)
+
+    # the request models are built from the registry when the app is made: set them as annotations
+    completions.__annotations__["body"] = CompletionRequest
+    chat_completions.__annotations__["body"] = ChatCompletionRequest
+    app.post("/v1/completions", responses=generation_errors)(completions)
+    app.post("/v1/chat/completions", responses=generation_errors)(chat_completions)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
@@ -435,27 +433,6 @@ def _records(records: list[TokenRecord]) -> list[dict[str, Any]]:
     return out
 
 
-def _check_constraint(body: DecodelabOptions, constraint: dict[str, Any], sampling: SamplingConfig,
-                      stop: tuple[str, ...], *, rows: int, max_rows: int) -> None:
-    """What `dl.generate` refuses for constrained generation, refused before the request queues."""
-    method = constraint.get("constraint_method") or ("smc" if "particles" in constraint else "mask")
-    if body.watermark is not None:
-        raise InvalidOption("watermark and grammar constraints cannot be combined")
-    if body.speculative is not None and method != "mask":
-        raise InvalidOption(f"constraint_method {method!r} samples token by token; use constraint_method 'mask' "
-                            "with speculative decoding")
-    if method == "smc":
-        if sampling.greedy:
-            raise InvalidOption("constraint_method 'smc' samples: give a temperature > 0")
-        if stop:
-            raise InvalidOption("stop strings are not supported with constraint_method 'smc'")
-        particles = constraint.get("particles") or DEFAULT_PARTICLES
-        if rows * particles > max_rows:
-            # each particle is a row of the model's batch
-            raise APIError(400, f"prompts x n x particles is {rows * particles}; at most {max_rows}",
-                           param="particles")
-
-
 def _validation_response(exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     first = errors[0] if errors else {"msg": "invalid request", "loc": ()}
@@ -470,22 +447,6 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
         return error_response(400, f"missing required field '{param}'", param=param, code="missing_field")
     where = f" ({param})" if param else ""
     return error_response(400, f"{first.get('msg', 'invalid request')}{where}", param=param, code="invalid_value")
-
-
-def _speculative_names() -> list[str]:
-    try:
-        from .. import speculative
-    except ImportError:
-        return []
-    for attr in ("names", "available", "METHODS"):
-        value = getattr(speculative, attr, None)
-        try:
-            value = value() if callable(value) else value
-            if value:
-                return sorted(str(v) for v in value)
-        except Exception:  # noqa: BLE001 - a listing problem must not break the page
-            continue
-    return []
 
 
 def _version() -> str:

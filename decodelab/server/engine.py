@@ -2,16 +2,17 @@
 
 torch is not re-entrant here, so every model call happens on one thread. Requests become
 `Job`s in a bounded queue (full -> `QueueFull`, HTTP 429). The worker takes the oldest job and,
-after a short window, every queued job with the same *batch key* (model, processed sampler
-settings, max tokens, stop strings, record settings, constraint), up to `max_batch` rows, and runs
-them as one left-padded batch through `prepare` + `run_loop` — the same code path as `dl.generate`.
-A constraint (regex / JSON schema / grammar) is compiled on this thread and serves the whole
-batch; speculative and SMC jobs run alone.
+after a short window, every queued job with the same *batch key* (model and every generation
+option but the seed), up to `max_batch` rows, and runs them as one left-padded batch through
+`compose` — the same path as `dl.generate`, so every registered method works here unchanged. A
+constraint (regex / JSON schema / grammar) is compiled on this thread and serves the whole batch;
+jobs whose methods keep per-run state (speculative proposers) or give prompts several rows (row
+policies: beam search, best-of, SMC) run alone.
 
 Seeds. `dl.generate(lm, prompts, seed=s)` gives row i the generator (s, i). A job with R rows
 (prompts x n) run alone therefore draws (seed, 0..R-1). In a shared batch each row keeps the
-generator its job would have had alone: we build the batch's `DecodeState` and replace its
-`generators` by the per-job ones, so batching never changes a seeded result.
+generator its job would have had alone (`compose(row_seeds=...)`), so batching never changes a
+seeded result.
 
 Cancellation and time limits act between steps: a cancelled or late row gets a finish reason,
 and the loop drops finished rows from the batch before its next forward pass.
@@ -31,13 +32,11 @@ from typing import Any
 
 import torch
 
-from ..decoding import GenerationOutput, prepare, run_loop
-from ..decoding.generate import row_output
+from ..decoding import GenerationOutput, compose
 from ..decoding.records import TokenRecord
 from ..errors import DecodelabError, InvalidOption, PromptTooLong
 from ..models.lm import LM, Prompt
 from ..sampling.config import SamplingConfig
-from ..sampling.keyed import row_generators
 
 
 class QueueFull(DecodelabError):
@@ -68,7 +67,10 @@ Message = tuple
 
 @dataclass
 class Job:
-    """One request: its prompts (each generated `n` times), options, and where results go."""
+    """One request: its prompts (each generated `n` times), options, and where results go.
+
+    `options` are `dl.generate` keywords (sampler, methods and their options); `alone` is set
+    from the chosen methods' capabilities when the request is checked."""
 
     model: str
     prompts: list[Prompt]
@@ -79,13 +81,11 @@ class Job:
     stop: tuple[str, ...]
     top_logprobs: int
     records: bool
-    sampler: dict[str, Any]
-    speculative: tuple[str, dict[str, Any]] | None
+    options: dict[str, Any]
     deadline: float
     send: Callable[[Message], None]
+    alone: bool = False
     key: str = ""
-    watermark: dict[str, Any] | None = None
-    constraint: dict[str, Any] | None = None  # regex/json_schema/grammar + method options, as in dl.generate
     id: int = field(default_factory=itertools.count().__next__)
     cancelled: threading.Event = field(default_factory=threading.Event)
     prompt_ids: list[list[int]] = field(default_factory=list)
@@ -95,40 +95,26 @@ class Job:
     def rows(self) -> int:
         return len(self.prompts) * self.n
 
-    @property
-    def alone(self) -> bool:
-        """Runs in a batch of its own: a proposer holds per-run state, and SMC runs its particles
-        as a batch of their own."""
-        return self.speculative is not None or _method(self.constraint) == "smc"
-
     def cancel(self) -> None:
         """Stop generating for this job (client gone); safe from any thread."""
         self.cancelled.set()
 
 
-def batch_key(job: Job, config: SamplingConfig) -> str:
-    """Jobs with equal keys can share one batch: same model and same per-step work."""
+def batch_key(job: Job) -> str:
+    """Jobs with equal keys can share one batch: same model and the same options but the seed."""
     if job.alone:
         return f"alone/{job.id}"
-    # Constrained rows share a batch only with rows of the same grammar and method: one
-    # GrammarConstraint (and one AWRS verifier) serves the whole batch.
-    return json.dumps([job.model, config.as_dict(), job.max_new_tokens, list(job.stop), job.top_logprobs,
-                       job.records, job.watermark, _canonical_constraint(job.constraint)], sort_keys=True,
-                      default=str)
+    return json.dumps([job.model, job.max_new_tokens, list(job.stop), job.top_logprobs, job.records,
+                       _canonical(job.options)], sort_keys=True, default=str)
 
 
-def _method(constraint: dict[str, Any] | None) -> str | None:
-    """The constraint method a job's options select (as `constraint_request` decides it)."""
-    if constraint is None:
-        return None
-    return constraint.get("constraint_method") or ("smc" if constraint.get("particles") is not None else "mask")
+def _canonical(options: dict[str, Any]) -> dict[str, Any]:
+    """Options in one spelling: the constraint method made explicit, a JSON schema as a mapping."""
+    from ..constrain.api import chosen_method
 
-
-def _canonical_constraint(constraint: dict[str, Any] | None) -> Any:
-    """Constraint options with a JSON schema in one spelling (dict or text, any key order)."""
-    if constraint is None:
-        return None
-    out = dict(constraint, constraint_method=_method(constraint))
+    out = dict(options)
+    if chosen_method(out) is not None:
+        out["constraint_method"] = chosen_method(out)
     schema = out.get("json_schema")
     if isinstance(schema, str):
         try:
@@ -177,7 +163,7 @@ class Engine:
     """
 
     def __init__(self, models: dict[str, LM], *, max_batch: int = 16, queue_size: int = 256,
-                 batch_wait: float = 0.01):
+                 batch_wait: float = 0.01, max_rows_per_request: int = 16):
         if not models:
             raise InvalidOption("the engine needs at least one model")
         if max_batch < 1 or queue_size < 1:
@@ -186,6 +172,7 @@ class Engine:
         self.max_batch = max_batch
         self.queue_size = queue_size
         self.batch_wait = batch_wait
+        self.max_rows_per_request = max_rows_per_request
         self.stats = EngineStats()
         self._pending: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -325,125 +312,77 @@ class Engine:
         started = time.perf_counter()
         try:
             # Compiled here, on the worker thread: llguidance reads the tokenizer the model uses.
-            request = _constraint_request(lm, first.constraint)
-            state, _ = prepare(lm, ids, max_new_tokens=first.max_new_tokens, stop=first.stop,
-                               top_logprobs=first.top_logprobs, records=first.records, seed=None,
-                               prompt_hook=request.heal if request is not None else None, **first.sampler)
-            # Each row draws from the generator it would have had with its job run alone.
-            state.generators = [g for job in jobs for g in row_generators(job.seed, job.rows)]
-            smc = request is not None and request.method == "smc"
-            proposer, verifier = (None, None) if smc else _method_for(first, lm, self.models, state, request)
-        except Exception as exc:  # noqa: BLE001
+            run = compose(lm, ids, models=self.models, row_seeds=[(job.seed, job.rows) for job in jobs],
+                          max_new_tokens=first.max_new_tokens, stop=first.stop, top_logprobs=first.top_logprobs,
+                          records=first.records, max_rows=max(self.max_batch, self.max_rows_per_request),
+                          **_unmodel(first.options))
+        except Exception as exc:  # noqa: BLE001 - reported to the client, the server goes on
             for job in jobs:
-                self._fail(job, exc)
+                self._fail(job, _client_error(exc))
             return
         for job in jobs:
             job.send(("started", [len(p) for p in job.prompt_ids]))
         with self.stats.lock:
-            self.stats.active_rows = len(rows)
+            self.stats.active_rows = len(run.state.rows)
         try:
-            if smc:
-                outputs = self._run_smc(state, request, rows)
-            else:
-                outputs = self._run_loop(state, proposer, verifier, request, rows)
+            outputs = self._run(run, rows)
         except Exception as exc:  # noqa: BLE001
             for job in jobs:
-                self._fail(job, exc)
+                self._fail(job, _client_error(exc))
             return
         finally:
             with self.stats.lock:
                 self.stats.active_rows = 0
-        elapsed = time.perf_counter() - started
-        self._count(state, rows, outputs, elapsed)
+        self._count(run, rows, outputs, time.perf_counter() - started)
         offset = 0
         for job in jobs:
             job.send(("done", outputs[offset:offset + job.rows]))
             offset += job.rows
 
-    def _run_loop(self, state: Any, proposer: Any, verifier: Any, request: Any,
-                  rows: list[tuple[Job, int]]) -> list[GenerationOutput]:
+    def _run(self, run: Any, rows: list[tuple[Job, int]]) -> list[GenerationOutput]:
         """The shared loop; each step's tokens go to their jobs as they are accepted."""
-        lm = state.lm
-        # token healing: the backed-up prompt text is generated again first; do not send it twice
-        healed = list(request.prefixes) if request is not None else [""] * len(rows)
-        for events in run_loop(state, proposer, verifier):
+        finished: set[int] = set()
+        for events in run.events():
             for event in events:
                 job, r = rows[event.row]
-                row = state.rows[event.row]
-                count = len(event.token_ids)
-                records = row.records[-count:] if (count and state.keep_records) else []
-                finish, fields = None, None
                 if event.finished:
-                    out = row_output(lm, row, request, event.row)
-                    finish, fields = out.finish_reason, constraint_fields(out)
-                    # AWRS's placeholder EOS after a dead end is not part of the output
-                    records = records[:max(0, len(records) - (len(row.output_ids) - len(out.token_ids)))]
-                job.send(("tokens", r, list(event.token_ids), _unheal(healed, event.row, event.text), records,
-                          finish, fields))
-            self._apply_limits(state, rows, request, healed)
-        return [row_output(lm, row, request, i) for i, row in enumerate(state.rows)]
+                    finished.add(event.row)
+                out = event.output if event.finished else None
+                job.send(("tokens", r, list(event.token_ids), event.text, list(event.records),
+                          out.finish_reason if out is not None else None,
+                          constraint_fields(out) if out is not None else None))
+            self._apply_limits(run, rows, finished)
+        return run.outputs()
 
-    def _run_smc(self, state: Any, request: Any, rows: list[tuple[Job, int]]) -> list[GenerationOutput]:
-        """SMC over AWRS, row by row (its particles are the batch); each row's text goes out whole
-        when it is done, as `dl.stream` does. Time limits and cancellation act between rows."""
-        from ..constrain.smc import run_smc, smc_output
-
-        lm = state.lm
-        outputs = []
-        for i, (row, grammar) in enumerate(zip(state.rows, request.grammars())):
-            job, r = rows[i]
-            if job.cancelled.is_set() or self._stopping or time.monotonic() > job.deadline:
-                row.finish_reason = "cancelled" if job.cancelled.is_set() or self._stopping else "length"
-                out = row_output(lm, row)
-                out.constraint_satisfied = False
-            else:
-                result = run_smc(lm, row.prompt_ids, grammar, particles=request.particles,
-                                 max_new_tokens=state.max_new_tokens, config=state.config,
-                                 generator=state.generators[i], ess_threshold=request.ess_threshold,
-                                 records=state.keep_records)
-                out = smc_output(lm, row.prompt_ids, result, state.generators[i])
-                prefix = request.prefixes[i]
-                if prefix and out.text.startswith(prefix):
-                    out.text = out.text[len(prefix):]
-            outputs.append(out)
-            if out.finish_reason != "cancelled":
-                job.send(("tokens", r, list(out.token_ids), out.text, list(out.records), out.finish_reason,
-                          constraint_fields(out)))
-        return outputs
-
-    def _apply_limits(self, state: Any, rows: list[tuple[Job, int]], request: Any = None,
-                      healed: list[str] | None = None) -> None:
-        """Finish rows whose client left or whose time is up; the loop drops them next step."""
+    def _apply_limits(self, run: Any, rows: list[tuple[Job, int]], finished: set[int]) -> None:
+        """Finish outputs whose client left or whose time is up; the loop drops their rows next step."""
         now = time.monotonic()
-        for i in state.active:
-            job, r = rows[i]
-            row = state.rows[i]
-            if row.finish_reason is not None:
+        for index, (job, r) in enumerate(rows):
+            if index in finished:
                 continue
             if job.cancelled.is_set() or self._stopping:
-                row.finish_reason = "cancelled"
+                run.finish(index, "cancelled")
+                finished.add(index)
                 with self.stats.lock:
                     self.stats.cancelled_rows += 1
             elif now > job.deadline:
                 # Partial output is more useful than none; it ends as if the budget ran out.
-                row.finish_reason = "length"
+                run.finish(index, "length")
+                finished.add(index)
                 with self.stats.lock:
                     self.stats.timed_out_rows += 1
-                text = row.text.flush()
-                if healed is not None:
-                    text = _unheal(healed, i, text)
-                out = row_output(state.lm, row, request, i)
-                job.send(("tokens", r, [], text, [], out.finish_reason, constraint_fields(out)))
+                out = run.output(index)
+                job.send(("tokens", r, [], run.flush(index), [], out.finish_reason, constraint_fields(out)))
 
-    def _count(self, state: Any, rows: list[tuple[Job, int]], outputs: list[GenerationOutput],
+    def _count(self, run: Any, rows: list[tuple[Job, int]], outputs: list[GenerationOutput],
                elapsed: float) -> None:
         generated = sum(len(out.token_ids) for out in outputs)
         with self.stats.lock:
             s = self.stats
             s.batches += 1
-            s.batch_rows += len(rows)
-            s.max_batch_rows_seen = max(s.max_batch_rows_seen, len(rows))
-            s.prompt_tokens += sum(len(row.prompt_ids) for row in state.rows)
+            s.batch_rows += len(run.state.rows)
+            s.max_batch_rows_seen = max(s.max_batch_rows_seen, len(run.state.rows))
+            s.prompt_tokens += sum(len(out.prompt_token_ids) for out in outputs)
             s.generated_tokens += generated
             s.busy_seconds += elapsed
             s.proposed += sum(out.stats.proposed for out in outputs)
@@ -453,7 +392,8 @@ class Engine:
 
 
 def constraint_fields(out: GenerationOutput) -> dict[str, Any] | None:
-    """decodelab's extension fields of a constrained choice (None when unconstrained).
+    """decodelab's extension fields of a choice: the constraint's fields and the per-method
+    `results` (None when there are none).
 
     JSON has no infinity: a log weight of -inf (a particle or text of weight zero) is sent as null.
 
@@ -464,98 +404,64 @@ def constraint_fields(out: GenerationOutput) -> dict[str, Any] | None:
         >>> constraint_fields(out)
         {'constraint_satisfied': True, 'log_weight': None}
     """
-    if out.constraint_satisfied is None:
-        return None
-    fields: dict[str, Any] = {"constraint_satisfied": out.constraint_satisfied}
-    for name in ("log_weight", "log_marginal_likelihood"):
-        value = getattr(out, name)
-        if value is not None:
-            fields[name] = _finite(value)
-    if out.particles is not None:
-        fields["particles"] = [{**p, "log_weight": _finite(p["log_weight"])} for p in out.particles]
-    return fields
+    fields: dict[str, Any] = {}
+    if out.constraint_satisfied is not None:
+        fields["constraint_satisfied"] = out.constraint_satisfied
+        for name in ("log_weight", "log_marginal_likelihood"):
+            value = getattr(out, name)
+            if value is not None:
+                fields[name] = _finite(value)
+        if out.particles is not None:
+            fields["particles"] = [{**p, "log_weight": _finite(p["log_weight"])} for p in out.particles]
+    if out.results:
+        fields["results"] = json_safe(out.results)
+    return fields or None
+
+
+def json_safe(value: Any) -> Any:
+    """A copy with every non-finite float as None (JSON has no infinity)."""
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _unheal(healed: list[str], i: int, text: str) -> str:
-    """Drop the part of row i's healed prefix that `text` repeats (the prefix may span pieces)."""
-    prefix = healed[i]
-    if not prefix or not text:
-        return text
-    cut = 0
-    while cut < min(len(prefix), len(text)) and prefix[cut] == text[cut]:
-        cut += 1
-    healed[i] = prefix[cut:] if cut else ""  # a constrained row always repeats it; if not, stop looking
-    return text[cut:]
+def _unmodel(options: dict[str, Any]) -> dict[str, Any]:
+    """A request's options as compose takes them (copies: compose pops what it reads)."""
+    return {k: (dict(v) if isinstance(v, dict) else v) for k, v in options.items()}
 
 
-def _constraint_request(lm: LM, options: dict[str, Any] | None) -> Any:
-    """The parsed and compiled constraint of a job (None when unconstrained).
-
-    A grammar llguidance cannot process is the client's error (400), whatever llguidance raises.
-    """
-    if options is None:
-        return None
-    from ..constrain.api import constraint_request
-    from ..constrain.grammar import InvalidConstraint
-
-    try:
-        return constraint_request(lm, dict(options))
-    except DecodelabError:
-        raise
-    except (ValueError, TypeError, RuntimeError, KeyError) as exc:
-        raise InvalidConstraint(f"invalid constraint: {exc}") from None
+def _client_error(exc: Exception) -> Exception:
+    """A grammar llguidance cannot process, or a bad option some library rejects, is the client's
+    error (400), whatever was raised."""
+    if isinstance(exc, DecodelabError):
+        return exc
+    if isinstance(exc, (ValueError, TypeError, KeyError, RuntimeError)):
+        return InvalidOption(f"invalid request: {exc}")
+    return exc
 
 
-def _method_for(job: Job, lm: LM, models: dict[str, LM], state: Any, request: Any) -> tuple[Any, Any]:
-    """(proposer, verifier) for a batch: a constraint is attached to the state; AWRS replaces the
-    verifier; otherwise a watermark, a speculative method or plain decoding."""
-    if request is not None:
-        constraint = request.make_constraint()
-        state.constraint = constraint
-        if request.method == "awrs":
-            from ..constrain.awrs import AWRSVerifier
+def check_request(lm: LM, options: dict[str, Any]) -> bool:
+    """Check a request's method options before it queues (a 400 now, not later); True when its
+    methods must run alone (not batchable, or several rows per prompt)."""
+    from ..decoding.method import BuildContext, check_combination, select_methods
 
-            return None, AWRSVerifier(constraint)
-    if job.watermark is not None:
-        from ..watermark.schemes import verifier_for
-
-        return None, verifier_for(job.watermark, state)
-    return _speculative(job, lm, models, state.config)
-
-
-def _speculative(job: Job, lm: LM, models: dict[str, LM], config: SamplingConfig):
-    """(proposer, verifier) for a job's speculative method, or (None, None) for plain decoding.
-
-    `decodelab.speculative` is imported lazily: the server works without it, and an unknown or
-    unavailable method is the client's error (400), never a crash.
-    """
-    if job.speculative is None:
-        return None, None
-    name, options = job.speculative
-    options = dict(options)
-    for key, value in list(options.items()):
-        # Model-valued options name a served model; a request never loads a model or a path.
-        if key in ("draft", "draft_model", "model"):
-            if not isinstance(value, str) or value not in models:
-                raise InvalidOption(f"speculative option {key}={value!r} must name a served model "
-                                    f"({', '.join(models)})")
-            options["draft" if key == "draft_model" else key] = models[value]
-    try:
-        from ..speculative import make
-        from ..speculative.resolve import resolve_speculative
-    except ImportError as exc:
-        raise InvalidOption(f"speculative decoding is not available in this installation ({exc})") from None
-    try:
-        method = make(name, target=lm, **options)
-        return resolve_speculative(method, lm)
-    except DecodelabError:
-        raise
-    except (TypeError, ValueError, KeyError) as exc:
-        raise InvalidOption(f"speculative method {name!r}: {exc}") from None
+    config = SamplingConfig.from_options(lm.generation_defaults(), **{
+        k: v for k, v in options.items() if k in SamplingConfig.option_names()})
+    config.check_vocab(lm.vocab_size)
+    rest = {k: v for k, v in _unmodel(options).items() if k not in SamplingConfig.option_names()}
+    chosen = select_methods(BuildContext(lm, config, 1), rest)
+    if rest:
+        raise InvalidOption(f"unknown option(s): {', '.join(sorted(rest))}")
+    check_combination(chosen, config)
+    return any(not c.capabilities.batchable or not c.capabilities.streams for c in chosen)
 
 
-__all__ = ["Engine", "Job", "QueueFull", "QueueTimeout", "ServerStopping", "TokenRecord", "batch_key"]
+__all__ = ["Engine", "Job", "QueueFull", "QueueTimeout", "ServerStopping", "TokenRecord", "batch_key", "check_request"]

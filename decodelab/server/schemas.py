@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from ..errors import InvalidOption
+from ..sampling.options import OptionSpec
 from .errors import APIError
 
 NonEmptyText = Annotated[str, Field(min_length=1, max_length=1000)]
-MAX_CONSTRAINT_CHARS = 100_000  # a regex, grammar or schema text; bounds compile time on the engine thread
+MAX_CONSTRAINT_CHARS = 100_000  # longest text option (regex, grammar): bounds compile time on the engine thread
 
 
 def _utf8(value: Any) -> Any:
@@ -66,51 +67,21 @@ ResponseFormat = Annotated[ResponseFormatText | ResponseFormatJSONObject | Respo
                            Field(discriminator="type")]
 
 
-class DecodelabOptions(_Strict):
-    """Sampling and method options shared by both generation endpoints."""
+class _OpenAIOptions(_Strict):
+    """The fields whose names and shapes come from OpenAI's API."""
 
     model: str | None = Field(None, max_length=200, description="a served model id (see /v1/models)")
     max_tokens: int | None = Field(None, ge=1, description="new tokens to generate at most")
-    temperature: float | None = Field(None, ge=0, description="0 means greedy decoding")
-    top_p: float | None = Field(None, gt=0, le=1)
     n: int = Field(1, ge=1, le=16, description="completions per prompt")
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: NonEmptyText | list[NonEmptyText] | None = Field(None, description="up to 8 stop strings")
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     user: str | None = Field(None, max_length=256)
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = Field(None, description="token id (as a string) -> bias in [-100, 100]")
-    # decodelab options, named as in the Python API
-    top_k: int | None = Field(None, ge=0)
-    min_p: float | None = Field(None, ge=0, lt=1)
-    typical_p: float | None = Field(None, gt=0, le=1)
-    epsilon_cutoff: float | None = Field(None, ge=0, lt=1)
-    eta_cutoff: float | None = Field(None, ge=0, lt=1)
-    repetition_penalty: float | None = Field(None, gt=0)
-    speculative: str | None = Field(None, min_length=1, max_length=64,
-                                    description="a speculative method name (decodelab.speculative.make)")
-    speculative_options: dict[str, int | float | bool | str] | None = Field(
-        None, description="keyword options of the speculative method; model-valued ones name a served model")
-    watermark: dict[str, int | float | str] | None = Field(
-        None, description="watermarked sampling: {key (required), scheme: exp|its|kgw, n, shift, gamma, delta}")
     records: bool = Field(False, description="include per-token records (logprob, entropy, top, source)")
     response_format: ResponseFormat | None = Field(
         None, description="OpenAI structured output: text, json_object, or json_schema (always enforced)")
-    # constrained generation, named as in the Python API (see decodelab.constrain)
-    regex: str | None = Field(None, min_length=1, max_length=MAX_CONSTRAINT_CHARS,
-                              description="the output must fully match this regular expression")
-    json_schema: dict[str, Any] | str | None = Field(
-        None, description="the output must be JSON valid under this schema (an object or its JSON text)")
-    grammar: str | None = Field(None, min_length=1, max_length=MAX_CONSTRAINT_CHARS,
-                                description="the output must match this Lark grammar")
-    constraint_method: Literal["mask", "awrs", "smc"] | None = Field(
-        None, description="mask (default), awrs (rejection sampling with weights) or smc (particles)")
-    particles: int | None = Field(None, ge=1, le=64, description="SMC particles (implies constraint_method=smc)")
-    ess_threshold: float | None = Field(None, ge=0, le=1, description="SMC: resample when ESS < this x particles")
-    token_healing: bool | None = Field(None, description="back up the last prompt token; the output starts "
-                                                         "with its text")
 
     @field_validator("stop")
     @classmethod
@@ -126,15 +97,53 @@ class DecodelabOptions(_Strict):
             raise ValueError("at most 1024 logit_bias entries")
         return value
 
-    @field_validator("regex", "grammar", "json_schema")
+
+def _field(spec: OptionSpec) -> tuple[Any, Any]:
+    """A pydantic field from an option spec: same name, bounds and help as in Python and the CLI."""
+    bounds = {k: getattr(spec, k) for k in ("ge", "gt", "le", "lt") if getattr(spec, k) is not None}
+    kind: Any = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict[str, Any]}.get(spec.kind, Any)
+    if spec.kind == "choice":
+        kind = Literal[spec.choices]  # type: ignore[valid-type]
+    elif spec.kind == "int_list":
+        kind = list[int] | str
+    if spec.kind == "str":
+        bounds["max_length"] = spec.max_length or MAX_CONSTRAINT_CHARS
+        bounds["min_length"] = 1
+    return (kind | None, Field(None, description=spec.help, **bounds))
+
+
+def _derived_fields() -> dict[str, tuple[Any, Any]]:
+    """Sampler fields, the flat options of every registered method, and the nested method slots."""
+    from ..decoding.method import flat_option_specs, slots
+    from ..sampling.config import SamplingConfig
+    from ..sampling.options import option_specs
+
+    fields = {s.name: _field(s) for s in option_specs(SamplingConfig) if s.name != "logit_bias"}
+    fields.update({s.name: _field(s) for s in flat_option_specs()})
+    for slot in slots():
+        if slot.flat:
+            continue
+        if slot.name_key is not None:
+            fields[slot.selector] = (dict[str, int | float | bool | str | list[int]] | None, Field(
+                None, description=f"{slot.help}: {{{slot.name_key}: a {slot.name} method, ...its options}} "
+                                  "(see GET /v1/decodelab/methods)"))
+        else:
+            fields[slot.selector] = (str | None, Field(None, min_length=1, max_length=64,
+                                                        description=f"{slot.help}: a method name"))
+            fields[slot.options_keyword] = (dict[str, int | float | bool | str | list[int]] | None, Field(
+                None, description=f"options of the {slot.name} method; model-valued ones name a served model"))
+    return fields
+
+
+class _MethodOptions(_OpenAIOptions):
+    @field_validator("*", mode="before")
     @classmethod
-    def _constraint_text(cls, value: Any) -> Any:
-        if isinstance(value, str) and len(value) > MAX_CONSTRAINT_CHARS:
-            raise ValueError(f"at most {MAX_CONSTRAINT_CHARS} characters")
-        return _utf8(value)
+    def _text(cls, value: Any) -> Any:
+        """Reject lone surrogates in any text field (valid JSON escapes, invalid text)."""
+        return _utf8(value) if isinstance(value, (str, list)) else value
 
     def constraint(self) -> dict[str, Any] | None:
-        """The constraint options for `dl.generate` (regex/json_schema/grammar, method, ...), or None.
+        """The grammar options (regex/json_schema/grammar + method options), response_format included.
 
         `response_format` json_schema / json_object becomes `json_schema=`; "text" constrains nothing.
         Exactly one source of a constraint may be given.
@@ -143,58 +152,48 @@ class DecodelabOptions(_Strict):
             >>> CompletionRequest(prompt="x", response_format={"type": "json_object"}).constraint()
             {'json_schema': {'type': 'object'}}
         """
-        sources: dict[str, Any] = {k: getattr(self, k) for k in ("regex", "json_schema", "grammar")
-                                   if getattr(self, k) is not None}
+        names = ("regex", "json_schema", "grammar", "constraint_method", "particles", "ess_threshold",
+                 "token_healing")
+        options = {k: getattr(self, k, None) for k in names if getattr(self, k, None) is not None}
+        sources = [k for k in ("regex", "json_schema", "grammar") if k in options]
         fmt = self.response_format
         if fmt is not None and fmt.type != "text":
             if sources:
                 raise APIError(400, f"response_format {fmt.type!r} and {', '.join(sources)} both constrain the "
                                "output; give one of them", param="response_format", code="conflicting_options")
-            sources["json_schema"] = fmt.json_schema.schema_ if fmt.type == "json_schema" else {"type": "object"}
+            options["json_schema"] = fmt.json_schema.schema_ if fmt.type == "json_schema" else {"type": "object"}
+            sources = ["json_schema"]
         if len(sources) > 1:
             raise APIError(400, f"give one of regex, json_schema or grammar, not {' and '.join(sources)}",
-                           param=next(iter(sources)), code="conflicting_options")
-        options = {"constraint_method": self.constraint_method, "particles": self.particles,
-                   "ess_threshold": self.ess_threshold, "token_healing": self.token_healing}
-        options = {k: v for k, v in options.items() if v is not None}
-        if not sources:
-            given = [k for k, v in options.items() if v is not False]
-            if given:
-                raise APIError(400, f"{', '.join(given)} need(s) regex, json_schema, grammar or a JSON "
-                               "response_format", param=given[0], code="missing_constraint")
-            return None
-        if self.particles is not None and self.constraint_method not in (None, "smc"):
-            raise APIError(400, "particles applies to constraint_method 'smc'", param="particles",
-                           code="conflicting_options")
-        return {**sources, **options}
+                           param=sources[0], code="conflicting_options")
+        return options or None
 
-    def sampler(self) -> dict[str, Any]:
-        """The options `SamplingConfig` takes; None means 'not given'."""
-        bias = None
+    def method_options(self) -> dict[str, Any]:
+        """Every decodelab option given, as `dl.generate` keywords (response_format translated)."""
+        from ..decoding.method import flat_option_specs, selector_keywords
+        from ..sampling.config import SamplingConfig
+
+        names = set(SamplingConfig.option_names()) | {s.name for s in flat_option_specs()} | set(selector_keywords())
+        out = {k: getattr(self, k) for k in names if getattr(self, k, None) is not None}
+        out.update(self.constraint() or {})
         if self.logit_bias:
             try:
-                bias = {int(k): float(v) for k, v in self.logit_bias.items()}
+                out["logit_bias"] = {int(k): float(v) for k, v in self.logit_bias.items()}
             except ValueError:
                 raise InvalidOption("logit_bias keys must be token ids") from None
-        return {
-            "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "min_p": self.min_p,
-            "typical_p": self.typical_p, "epsilon_cutoff": self.epsilon_cutoff, "eta_cutoff": self.eta_cutoff,
-            "repetition_penalty": self.repetition_penalty, "frequency_penalty": self.frequency_penalty,
-            "presence_penalty": self.presence_penalty, "logit_bias": bias,
-        }
+        return out
 
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
 
 
-class CompletionRequest(DecodelabOptions):
+class _Completion(_Strict):
     """POST /v1/completions. A string prompt is raw text (no chat template unless `chat=true`)."""
 
     prompt: str | list[str] | TokenIds | list[TokenIds] = Field(
         ..., description="text, a list of texts, token ids, or a list of token-id lists")
     logprobs: int | None = Field(None, ge=0, le=20, description="top alternatives per token")
     echo: bool = False
-    best_of: int | None = Field(None, ge=1, le=16)
     suffix: str | None = None
     chat: bool = Field(False, description="apply the model's chat template to a text prompt")
 
@@ -230,13 +229,30 @@ class ChatMessage(_Strict):
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
-class ChatCompletionRequest(DecodelabOptions):
+class _ChatCompletion(_Strict):
     """POST /v1/chat/completions."""
 
     messages: list[ChatMessage] = Field(..., min_length=1)
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     max_completion_tokens: int | None = Field(None, ge=1)
+
+
+
+def build_request_models() -> tuple[type, type, type]:
+    """(DecodelabOptions, CompletionRequest, ChatCompletionRequest) from the registry as it is now:
+    a method registered before the app is created gets its request fields."""
+    options = create_model("DecodelabOptions", __base__=_MethodOptions,
+                           __doc__="Sampling and method options shared by both generation endpoints.",
+                           **_derived_fields())
+    completion = type("CompletionRequest", (_Completion, options), {
+        "__doc__": _Completion.__doc__, "__module__": __name__})
+    chat = type("ChatCompletionRequest", (_ChatCompletion, options), {
+        "__doc__": _ChatCompletion.__doc__, "__module__": __name__})
+    return options, completion, chat
+
+
+DecodelabOptions, CompletionRequest, ChatCompletionRequest = build_request_models()
 
 
 class ErrorDetail(BaseModel):

@@ -9,8 +9,8 @@ from .draft_model import DraftModel, check_same_vocabulary
 from .draft_tree import DraftTree
 from .layer_skip import LayerSkip
 from .length import DraftLength
+from .methods import SPEC_METHODS, make
 from .prompt_lookup import PromptLookup
-from .resolve import METHODS, make, resolve_speculative
 from .token_recycling import TokenRecycling
 from .tree_verifiers import TreeGreedy, TreeRejection
 from .verifiers import GreedyMatch, RejectionSampling
@@ -19,5 +19,5 @@ from .vocab_trim import VocabTrim
 __all__ = [
     "DraftModel", "PromptLookup", "LayerSkip", "VocabTrim", "DraftLength", "GreedyMatch", "RejectionSampling",
     "DraftTree", "TokenRecycling", "TreeGreedy", "TreeRejection",
-    "make", "METHODS", "resolve_speculative", "verify_cost_curve", "derive_lm", "check_same_vocabulary",
+    "make", "SPEC_METHODS", "verify_cost_curve", "derive_lm", "check_same_vocabulary",
 ]

@@ -23,20 +23,23 @@ it with an empty proposal and it chooses the next token.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..decoding.generate import prepare, row_output
-from ..decoding.loop import DecodeState, run_loop
+from ..decoding.loop import DecodeState
+from ..decoding.method import BuildContext, Capabilities, Method, Parts, Slot, register, register_slot
 from ..decoding.protocols import Proposal, Verdict
 from ..decoding.records import GenerationOutput
 from ..errors import InvalidOption
 from ..models.lm import LM, Prompt
+from ..sampling.options import option
 from .keys import check_key, exp_key_sequence, green_mask, its_key
 
 SCHEMES = ("exp", "its", "kgw")
 DEFAULT_N = 256
+MAX_N = 1024  # key sequences are n x vocab: bound memory and detection time
 
 
 def exp_choice(probs: torch.Tensor, xi: torch.Tensor) -> torch.Tensor:
@@ -65,22 +68,26 @@ class WatermarkVerifier:
 
     Example:
         >>> import decodelab as dl
-        >>> from decodelab.decoding import prepare, run_loop
         >>> lm = dl.load("tiny-random", vocab_size=16)
-        >>> state, _ = prepare(lm, "ab", max_new_tokens=3, temperature=1.0)
-        >>> events = list(run_loop(state, None, WatermarkVerifier("exp", key="k", shifts=[0])))
+        >>> out = dl.generate(lm, "ab", max_new_tokens=3, temperature=1.0,
+        ...                   speculative=(None, WatermarkVerifier("exp", key="k", shifts=[0])))
     """
 
-    def __init__(self, scheme: str, *, key: Any, shifts: list[int], n: int = DEFAULT_N, gamma: float = 0.25,
-                 delta: float = 2.0):
+    def __init__(self, scheme: str, *, key: Any, shifts: int | list[int] | None = None, n: int = DEFAULT_N,
+                 gamma: float = 0.25, delta: float = 2.0):
         self.scheme = scheme
         self.key = check_key(key)
         self.n = n
-        self.shifts = list(shifts)
+        self.shift = shifts
+        self.shifts: list[int] = []
         self.gamma = gamma
         self.delta = delta
         self._xi: torch.Tensor | None = None
         self._its: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def start(self, state: DecodeState) -> None:
+        """Fix each row's key shift (drawn from the row's generator unless given)."""
+        self.shifts = _shifts(self.shift, len(state.rows), self.n, state)
 
     def _positions(self, state: DecodeState) -> list[int]:
         return [(len(state.rows[i].output_ids) + self.shifts[i]) % self.n for i in state.active]
@@ -126,30 +133,44 @@ def _shifts(shift: int | list[int] | None, rows: int, n: int, state: DecodeState
     return [int(v) % n for v in values]
 
 
-def verifier_for(options: dict[str, Any], state: DecodeState) -> WatermarkVerifier:
-    """The verifier for a `watermark={...}` option of `decodelab.generate` (keys: key, scheme, n,
-    shift, gamma, delta), built once `prepare` has made the decode state."""
-    options = dict(options)
-    unknown = sorted(set(options) - {"key", "scheme", "n", "shift", "gamma", "delta"})
-    if unknown or "key" not in options:
-        raise InvalidOption("watermark options are key (required), scheme, n, shift, gamma, delta"
-                            + (f"; unknown: {', '.join(unknown)}" if unknown else ""))
-    scheme = options.get("scheme", "exp")
-    n = options.get("n", DEFAULT_N)
-    if scheme not in SCHEMES:
-        raise InvalidOption(f"unknown watermark scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidOption(f"n (key sequence length) must be a positive integer, got {n!r}")
-    if state.config.greedy:
-        raise InvalidOption("watermarking needs sampling: temperature must be > 0")
-    return WatermarkVerifier(scheme, key=options["key"], shifts=_shifts(options.get("shift"), len(state.rows), n, state),
-                             n=n, gamma=float(options.get("gamma", 0.25)), delta=float(options.get("delta", 2.0)))
+@dataclass
+class WatermarkOptions:
+    """Options of `watermark={...}` (the mapping's "scheme" names the method)."""
+
+    key: Any = option(None, "the secret key (text or integer)", required=True)
+    n: int = option(DEFAULT_N, "EXP/ITS: key sequence length (detection cost grows with it)", ge=1, le=MAX_N)
+    shift: Any = option(None, "EXP/ITS: key offset, one integer or one per prompt (default: random per row)")
+    gamma: float = option(0.25, "KGW: green-list fraction", gt=0, lt=1)
+    delta: float = option(2.0, "KGW: logit bias of green tokens", ge=0, le=100)
+
+
+def _build(scheme: str):
+    def build(ctx: BuildContext, o: WatermarkOptions) -> Parts:
+        check_key(o.key)
+        return Parts(verifier=WatermarkVerifier(scheme, key=o.key, shifts=o.shift, n=o.n, gamma=o.gamma,
+                                                delta=o.delta))
+
+    return build
+
+
+register_slot(Slot("watermark", "watermarked sampling: a keyed verifier chooses each token", selector="watermark",
+                   name_key="scheme", default="exp"))
+PAPER_KTHL = "Kuditipudi, Thickstun, Hashimoto & Liang 2023, Robust Distortion-free Watermarks for Language Models"
+for _scheme, _summary, _paper in (
+        ("exp", "exponential minimum sampling (distortion-free over random keys)", PAPER_KTHL),
+        ("its", "inverse transform sampling (distortion-free over random keys)", PAPER_KTHL),
+        ("kgw", "green-list logit bias (changes the distribution)",
+         "Kirchenbauer et al. 2023, A Watermark for Large Language Models")):
+    # distortion-free means: exact over random keys, not for one key (so not "lossless" here)
+    register(Method(_scheme, "watermark", _summary, _paper, WatermarkOptions, _build(_scheme),
+                    Capabilities(lossless=False, needs_sampling=True, composes_with=frozenset()),
+                    example={"key": "conformance"}))
 
 
 def generate(lm: LM, prompt: Prompt | list[Prompt], *, key: Any, scheme: str = "exp", n: int = DEFAULT_N,
              shift: int | list[int] | None = None, gamma: float = 0.25, delta: float = 2.0,
              **generate_options: Any) -> GenerationOutput | list[GenerationOutput]:
-    """Generate watermarked text; same options and outputs as `decodelab.generate`.
+    """Generate watermarked text: `decodelab.generate(..., watermark={...})` with sampling on.
 
     scheme "exp" / "its" (distortion-free, key sequence of length n, random shift unless given) or
     "kgw" (green-list fraction gamma, logit bias delta). Sampling defaults to temperature 1 when
@@ -163,24 +184,12 @@ def generate(lm: LM, prompt: Prompt | list[Prompt], *, key: Any, scheme: str = "
         >>> len(out.token_ids) <= 8
         True
     """
-    if scheme not in SCHEMES:
-        raise InvalidOption(f"unknown watermark scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    check_key(key)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidOption(f"n (key sequence length) must be a positive integer, got {n!r}")
-    if not 0 < float(gamma) < 1:
-        raise InvalidOption(f"gamma (green fraction) must be in (0, 1), got {gamma}")
+    from ..decoding.generate import generate as decode
+
     if generate_options.get("temperature") is None and "temperature" not in lm.generation_defaults():
         generate_options["temperature"] = 1.0
-    state, batch = prepare(lm, prompt, **generate_options)
-    if state.config.greedy:
-        raise InvalidOption("watermarking needs sampling: temperature must be > 0")
-    verifier = WatermarkVerifier(scheme, key=key, shifts=_shifts(shift, len(state.rows), n, state), n=n,
-                                 gamma=float(gamma), delta=float(delta))
-    for _ in run_loop(state, None, verifier):
-        pass
-    outputs = [row_output(lm, row) for row in state.rows]
-    return outputs if batch else outputs[0]
+    return decode(lm, prompt, watermark={"scheme": scheme, "key": key, "n": n, "shift": shift, "gamma": gamma,
+                                         "delta": delta}, **generate_options)
 
 
-__all__ = ["generate", "verifier_for", "WatermarkVerifier", "exp_choice", "its_choice", "SCHEMES"]
+__all__ = ["generate", "WatermarkVerifier", "WatermarkOptions", "exp_choice", "its_choice", "SCHEMES"]

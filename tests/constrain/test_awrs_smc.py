@@ -17,8 +17,7 @@ import pytest
 import torch
 
 import decodelab as dl
-from decodelab.constrain import awrs_sample, compile_grammar, run_smc
-from decodelab.sampling import SamplingConfig
+from decodelab.constrain import awrs_sample, compile_grammar
 
 from .exact import chi_square_pvalue, enumerate_laws, total_variation
 
@@ -86,10 +85,10 @@ def test_awrs_generation_follows_the_local_law(lm, laws):
 
 
 def smc_runs(lm, runs, particles, seed):
-    g = compile_grammar(lm, regex=REGEX)
-    gen = torch.Generator().manual_seed(seed)
-    return [run_smc(lm, PROMPT, g, particles=particles, max_new_tokens=3, config=SamplingConfig(temperature=1.0),
-                    generator=gen, records=False) for _ in range(runs)]
+    """SMC in the generation loop: `runs` prompts of one batch, each with its own particles."""
+    outs = dl.generate(lm, [PROMPT] * runs, particles=particles, max_new_tokens=3, temperature=1.0, seed=seed,
+                       records=False, regex=REGEX)
+    return [o.results["smc"] for o in outs]
 
 
 def joint_estimates(runs, support):
@@ -97,9 +96,9 @@ def joint_estimates(runs, support):
     for p(x) 1[x in L] (SMC with multinomial resampling and mean weights after resampling)."""
     out = np.zeros((len(runs), len(support)))
     for r, result in enumerate(runs):
-        for p in result.particles:
-            if p.complete:
-                out[r, support.index(tuple(p.token_ids))] += math.exp(p.log_weight) / len(result.particles)
+        for p in result["particles"]:
+            if p["complete"]:
+                out[r, support.index(tuple(p["token_ids"]))] += math.exp(p["log_weight"]) / len(result["particles"])
     return out
 
 
@@ -119,7 +118,7 @@ def test_smc_weighted_particles_are_unbiased_for_the_global_law(lm, laws):
     runs = smc_runs(lm, 150, 16, 8)
     estimates = joint_estimates(runs, support)
     assert_per_bin_unbiased(estimates, exact)
-    ml = [math.exp(r.log_marginal_likelihood) for r in runs]
+    ml = [math.exp(r["log_marginal_likelihood"]) for r in runs]
     assert np.allclose(estimates.sum(1), ml)
     assert abs(z_score(ml, p_language)) < 4.5
 
@@ -142,10 +141,10 @@ def test_local_law_is_detected_by_the_global_test(lm, laws):
 def test_smc_with_many_particles_approaches_the_global_law(lm, laws):
     local, glob, _, _ = laws
     (result,) = smc_runs(lm, 1, 3000, 3)
-    weights = torch.softmax(torch.tensor([p.log_weight for p in result.particles]), 0).tolist()
+    weights = torch.softmax(torch.tensor([p["log_weight"] for p in result["particles"]]), 0).tolist()
     law: dict = {}
-    for p, w in zip(result.particles, weights):
-        law[tuple(p.token_ids)] = law.get(tuple(p.token_ids), 0.0) + w
+    for p, w in zip(result["particles"], weights):
+        law[tuple(p["token_ids"])] = law.get(tuple(p["token_ids"]), 0.0) + w
     assert total_variation(law, glob) < total_variation(local, glob) / 4
 
 
@@ -156,3 +155,24 @@ def test_smc_output_through_generate(lm):
     assert out.text in {p["text"] for p in out.particles if p["complete"]}
     assert dl.generate(lm, PROMPT, max_new_tokens=3, seed=1, temperature=1.0, regex=REGEX,
                        particles=16).token_ids == out.token_ids  # seeded: reproducible
+
+
+def test_smc_in_the_loop_batches_and_honours_stop_strings(lm):
+    """SMC runs as a row policy of the ordinary loop: a batch of prompts gives one output each,
+    seeded runs repeat, and a stop string ends particles like any other row."""
+    outs = dl.generate(lm, [PROMPT, PROMPT[:3]], max_new_tokens=3, seed=4, temperature=1.0, regex=REGEX, particles=8)
+    assert len(outs) == 2 and all(len(o.results["smc"]["particles"]) == 8 for o in outs)
+    again = dl.generate(lm, [PROMPT, PROMPT[:3]], max_new_tokens=3, seed=4, temperature=1.0, regex=REGEX, particles=8)
+    assert [o.token_ids for o in outs] == [o.token_ids for o in again]
+    stopped = dl.generate(lm, PROMPT, max_new_tokens=3, seed=2, temperature=1.0, regex=REGEX, particles=16,
+                          stop=["n"])
+    for p in stopped.results["smc"]["particles"]:
+        assert "n" not in p["text"]
+        assert p["complete"] == math.isfinite(p["log_weight"])
+
+
+def test_smc_resamples_inside_the_loop(lm):
+    """With ESS threshold 1 every step with unequal weights resamples (rows duplicated by the loop)."""
+    out = dl.generate(lm, PROMPT, max_new_tokens=3, seed=3, temperature=1.0, regex=REGEX, particles=16,
+                      ess_threshold=1.0)
+    assert out.stats.resamples >= 1 and out.results["smc"]["resamples"] == out.stats.resamples

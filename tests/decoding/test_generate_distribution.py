@@ -159,10 +159,10 @@ def test_temperature_ignored_in_generate_is_detected(tiny_lm, tiny_prompt, gof):
 def test_batch_rows_sharing_one_stream_is_detected(tiny_lm, tiny_prompt, gof, monkeypatch):
     """Negative control: if every row of a batch got the same generator seed, the rows would
     be copies of one draw; the distribution test must see that."""
-    import decodelab.decoding.loop as loop
+    import decodelab.decoding.generate as compose_path
     from decodelab.sampling.keyed import row_generators
 
-    monkeypatch.setattr(loop, "row_generators", lambda seed, rows, device="cpu": [
+    monkeypatch.setattr(compose_path, "row_generators", lambda seed, rows, device="cpu": [
         row_generators(seed, 1)[0] for _ in range(rows)])
     exact = exact_one_token(tiny_lm, tiny_prompt, temperature=1.0)
     tokens = sample_tokens(tiny_lm, tiny_prompt, 2000, seed=5, max_new_tokens=1, temperature=1.0)

@@ -12,13 +12,12 @@ import httpx
 import pytest
 
 import decodelab as dl
-from decodelab.sampling.config import SamplingConfig
 
 from .conftest import start, tiny_model
 
 openai = pytest.importorskip("openai")
 from decodelab.server import ServerConfig  # noqa: E402
-from decodelab.server.engine import Job, batch_key  # noqa: E402
+from decodelab.server.engine import Job, batch_key, check_request  # noqa: E402
 
 REGEX = "[a-c]{2,4}x"
 NO_EOS = {"0": -100}  # tiny-random's EOS is id 0: unconstrained texts run to max_tokens
@@ -244,10 +243,11 @@ def test_invalid_constraint_is_a_typed_client_error_before_streaming(client):
 
 # ---------------------------------------------------------------------------- batching
 def _key(**constraint) -> str:
+    options = {"temperature": 1.0, **constraint}
     job = Job(model="m", prompts=["x"], chat=False, n=1, seed=None, max_new_tokens=4, stop=(), top_logprobs=0,
-              records=False, sampler={}, speculative=None, deadline=0.0, send=lambda m: None,
-              constraint=constraint or None)
-    return batch_key(job, SamplingConfig(temperature=1.0))
+              records=False, options=options, deadline=0.0, send=lambda m: None,
+              alone=check_request(tiny_model(), options))
+    return batch_key(job)
 
 
 def test_batch_key_separates_constraint_settings():
