@@ -24,7 +24,13 @@ class ModelNotInstalled(ModelNotFound):
 
 
 class InvalidOption(DecodelabError, ValueError):
-    """An option outside its valid range or of the wrong type."""
+    """An option outside its valid range or of the wrong type. `param` names the option and
+    `code` says what is wrong when the caller knows (the server reports both)."""
+
+    def __init__(self, message: str = "", *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.param = param
+        self.code = code
 
 
 class InvalidPrompt(DecodelabError, ValueError):

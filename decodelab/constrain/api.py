@@ -22,7 +22,7 @@ from ..decoding.method import BuildContext, Capabilities, Method, Parts, Slot, r
 from ..errors import InvalidOption
 from ..models.lm import LM
 from ..sampling.options import option
-from .grammar import compile_grammar
+from .grammar import InvalidConstraint, compile_grammar
 from .mask import GrammarConstraint
 
 DEFAULT_PARTICLES = 8  # SMC particles when constraint_method='smc' is asked without particles=
@@ -51,7 +51,7 @@ class ConstraintOptions:
 
     regex: str | None = option(None, "the output must fully match this regular expression",
                                max_length=MAX_CONSTRAINT_CHARS)
-    json_schema: Any = option(None, "the output must be JSON valid under this schema (a mapping or JSON text; "
+    json_schema: dict[str, Any] | str | None = option(None, "the output must be JSON valid under this schema (a mapping or JSON text; "
                                     "CLI: a file)", file=True)
     grammar: str | None = option(None, "the output must match this Lark grammar (CLI: a file)",
                                  max_length=MAX_CONSTRAINT_CHARS, file=True)
@@ -83,11 +83,11 @@ def _selects(name: str):
 def _grammar_parts(ctx: BuildContext, o: ConstraintOptions, method: str) -> tuple[Parts, GrammarConstraint]:
     given = {k: getattr(o, k) for k in SOURCES if getattr(o, k) is not None}
     if len(given) > 1:
-        raise InvalidOption(f"give one of regex, json_schema or grammar, not {' and '.join(given)}")
-    if o.particles is not None and method != "smc":
-        raise InvalidOption("particles= applies to constraint_method='smc'")
-    if o.ess_threshold is not None and method != "smc":
-        raise InvalidOption("ess_threshold= applies to constraint_method='smc'")
+        raise InvalidConstraint(f"give one of regex, json_schema or grammar, not {' and '.join(given)}",
+                                param=next(iter(given)), code="conflicting_options")
+    for name in ("particles", "ess_threshold"):
+        if getattr(o, name) is not None and method != "smc":
+            raise InvalidOption(f"{name}= applies to constraint_method='smc'", param=name, code="conflicting_options")
     grammar = compile_grammar(ctx.lm, **given)
     constraint = GrammarConstraint([grammar] * ctx.prompts)
 
@@ -138,7 +138,7 @@ def _build_smc(ctx: BuildContext, o: ConstraintOptions) -> Parts:
 
 
 register_slot(Slot("constraint", "constrained generation: the output must match a grammar", flat=True,
-                   requires="regex=, json_schema= or grammar="))
+                   requires="regex=, json_schema= or grammar=", requires_code="missing_constraint"))
 PAPER_AWRS = ("Lipkin et al. 2025, Fast Controlled Generation from Language Models with Adaptive Weighted "
               "Rejection Sampling")
 CONSTRAINT_METHODS = [
@@ -152,7 +152,8 @@ CONSTRAINT_METHODS = [
     Method("smc", "constraint", "sequential Monte Carlo over AWRS particles: approaches p(x | x in L)",
            PAPER_AWRS + "; Loula et al. 2025, Syntactic and Semantic Control of LLMs via SMC", ConstraintOptions,
            _build_smc, Capabilities(lossless=False, needs_sampling=True, streams=False), _selects("smc"),
-           example={"regex": "(ea|to)+", "particles": 4}),
+           example={"regex": "(ea|to)+", "particles": 4}, rows_option="particles",
+           rows_per_prompt=lambda o: o.particles or DEFAULT_PARTICLES),
 ]
 for _method in CONSTRAINT_METHODS:
     register(_method)

@@ -54,6 +54,7 @@ class Slot:
     default: str | None = None
     flat: bool = False
     requires: str = ""  # flat slots: what selects a method of this slot (said when an option is given alone)
+    requires_code: str = "missing_method"  # the error code then
     from_object: Callable[[Any, BuildContext], Parts] | None = None
 
 
@@ -134,6 +135,9 @@ class Method:
     # options of a minimal request that selects this method on a tiny-random model (docs, conformance
     # tests); an option named "draft" stands for a draft model the caller supplies
     example: dict[str, Any] = field(default_factory=dict)
+    # row policies: rows each prompt runs as (from the checked options), and the option that sets it
+    rows_per_prompt: Callable[[Any], int] = lambda options: 1
+    rows_option: str | None = None
 
     def option_specs(self) -> list[OptionSpec]:
         return option_specs(self.options)
@@ -307,8 +311,10 @@ def select_methods(ctx: BuildContext, kwargs: dict[str, Any]) -> list[Selected]:
     if unused:
         hints = sorted({_SLOTS[m.slot].requires for m in methods()
                         if _SLOTS[m.slot].flat and set(unused) & set(m.option_names()) and _SLOTS[m.slot].requires})
+        codes = sorted({_SLOTS[m.slot].requires_code for m in methods()
+                        if _SLOTS[m.slot].flat and set(unused) & set(m.option_names())})
         raise InvalidOption(f"{', '.join(unused)} need(s) {' or '.join(hints) or 'a method that uses them'} "
-                            "(see `decodelab methods`)")
+                            "(see `decodelab methods`)", param=unused[0], code=codes[0] if codes else None)
     return chosen
 
 

@@ -50,6 +50,7 @@ class OptionSpec:
     max_length: int | None = None
     cli: bool = True  # has a CLI flag of its own
     file: bool = False  # on the CLI the flag names a file whose text is the value
+    annotation: Any = dataclasses.field(default=None, compare=False, repr=False)  # the field's type
 
     def describe_range(self) -> str:
         if self.choices is not None:
@@ -74,31 +75,31 @@ class OptionSpec:
         where = f"{owner}: " if owner else ""
         if value is None:
             if self.required:
-                raise InvalidOption(f"{where}{self.name} is required")
+                raise InvalidOption(f"{where}{self.name} is required", param=self.name)
             return None
         if self.kind == "bool":
             if not isinstance(value, bool):
-                raise InvalidOption(f"{where}{self.name} must be true or false, got {value!r}")
+                raise InvalidOption(f"{where}{self.name} must be true or false, got {value!r}", param=self.name)
             return value
         if self.kind == "choice":
             if value not in self.choices:
-                raise InvalidOption(f"{where}{self.name} must be {self.describe_range()}, got {value!r}")
+                raise InvalidOption(f"{where}{self.name} must be {self.describe_range()}, got {value!r}", param=self.name)
             return value
         if self.kind in ("int", "float"):
             ok = isinstance(value, int) if self.kind == "int" else isinstance(value, (int, float))
             if isinstance(value, bool) or not ok or (self.kind == "float" and not math.isfinite(value)):
                 article = "an integer" if self.kind == "int" else "a finite number"
                 rng = self.describe_range()
-                raise InvalidOption(f"{where}{self.name} must be {article}{' ' + rng if rng else ''}, got {value!r}")
+                raise InvalidOption(f"{where}{self.name} must be {article}{' ' + rng if rng else ''}, got {value!r}", param=self.name)
             if not self.within(value):
                 article = "an integer" if self.kind == "int" else "a number"
-                raise InvalidOption(f"{where}{self.name} must be {article} {self.describe_range()}, got {value!r}")
+                raise InvalidOption(f"{where}{self.name} must be {article} {self.describe_range()}, got {value!r}", param=self.name)
             return value
         if self.kind == "str":
             if not isinstance(value, str):
-                raise InvalidOption(f"{where}{self.name} must be text, got {type(value).__name__}")
+                raise InvalidOption(f"{where}{self.name} must be text, got {type(value).__name__}", param=self.name)
             if self.max_length is not None and len(value) > self.max_length:
-                raise InvalidOption(f"{where}{self.name} is longer than {self.max_length} characters")
+                raise InvalidOption(f"{where}{self.name} is longer than {self.max_length} characters", param=self.name)
             return value
         if self.kind == "int_list":
             values = [value] if isinstance(value, int) else value
@@ -106,16 +107,16 @@ class OptionSpec:
                 try:
                     values = [int(x) for x in values.replace("x", ",").split(",")]
                 except ValueError:
-                    raise InvalidOption(f"{where}{self.name} must be integers like 3,2,1, got {value!r}") from None
+                    raise InvalidOption(f"{where}{self.name} must be integers like 3,2,1, got {value!r}", param=self.name) from None
             if not isinstance(values, (list, tuple)) or not values or any(
                     isinstance(v, bool) or not isinstance(v, int) or not self.within(v) for v in values):
                 raise InvalidOption(f"{where}{self.name} must be a list of integers {self.describe_range()}, "
-                                    f"got {value!r}")
+                                    f"got {value!r}", param=self.name)
             if self.max_length is not None and len(values) > self.max_length:
-                raise InvalidOption(f"{where}{self.name} takes at most {self.max_length} values")
+                raise InvalidOption(f"{where}{self.name} takes at most {self.max_length} values", param=self.name)
             return tuple(values)
         if self.kind == "dict" and not isinstance(value, dict):
-            raise InvalidOption(f"{where}{self.name} must be a mapping, got {type(value).__name__}")
+            raise InvalidOption(f"{where}{self.name} must be a mapping, got {type(value).__name__}", param=self.name)
         return value
 
     def within(self, value: float) -> bool:
@@ -173,7 +174,8 @@ def option_specs(cls: type) -> list[OptionSpec]:
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else None)
         specs.append(OptionSpec(name=f.name, kind=kind, help=meta.pop("help", ""), default=default,
-                                choices=meta.pop("choices", None) or choices, optional=optional, **meta))
+                                choices=meta.pop("choices", None) or choices, optional=optional,
+                                annotation=hints[f.name], **meta))
     return specs
 
 
@@ -184,13 +186,14 @@ def check_options(cls: type, values: dict[str, Any], owner: str) -> Any:
     specs = {s.name: s for s in option_specs(cls)}
     unknown = sorted(set(values) - set(specs))
     if unknown:
-        raise InvalidOption(f"{owner}: unknown option(s) {', '.join(unknown)}; known: {', '.join(specs) or 'none'}")
+        raise InvalidOption(f"{owner}: unknown option(s) {', '.join(unknown)}; known: {', '.join(specs) or 'none'}",
+                            param=unknown[0], code="unknown_option")
     checked = {}
     for name, spec in specs.items():
         value = values.get(name)
         if value is None:
             if spec.required:
-                raise InvalidOption(f"{owner}: {name} is required")
+                raise InvalidOption(f"{owner}: {name} is required", param=name, code="missing_field")
             continue
         checked[name] = spec.check(value, owner)
     return cls(**checked)

@@ -46,10 +46,12 @@ register_slot(Slot("policy", "row policies: several rows per prompt, reordered o
 register(Method("beam", "policy", "beam search (Hugging Face's num_beams semantics)",
                 "Wu et al. 2016, Google's Neural Machine Translation System (length normalisation)", BeamOptions,
                 _build_beam, Capabilities(lossless=False, streams=False),
-                selects=lambda v: (v.get("num_beams") or 1) > 1, example={"num_beams": 2}))
+                selects=lambda v: (v.get("num_beams") or 1) > 1, example={"num_beams": 2},
+                rows_option="num_beams", rows_per_prompt=lambda o: o.num_beams))
 register(Method("best-of", "policy", "best-of-n: n samples, the highest mean log-probability returned",
                 "OpenAI completions API, best_of", BestOfOptions, _build_best_of,
                 Capabilities(lossless=False, needs_sampling=True, streams=False, composes_with=frozenset({"constraint"})),
-                selects=lambda v: (v.get("best_of") or 1) > 1, example={"best_of": 2}))
+                selects=lambda v: (v.get("best_of") or 1) > 1, example={"best_of": 2},
+                rows_option="best_of", rows_per_prompt=lambda o: o.best_of))
 
 __all__ = ["BeamSearch", "BestOf", "BeamOptions", "BestOfOptions"]

@@ -154,7 +154,7 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
             raise APIError(400, f"prompts x n is {len(prompts) * body.n}; at most {config.max_rows_per_request}",
                            param="n")
         options = body.method_options()
-        alone = check_request(lm, options)
+        alone = check_request(lm, options, rows=len(prompts) * body.n, max_rows=config.max_rows_per_request)
         stop = validate_stop(body.stop)
         records = bool(body.records or logprobs is not None)
         top = logprobs or (5 if body.records else 0)  # the viewer shows top alternatives on hover

@@ -448,9 +448,10 @@ def _client_error(exc: Exception) -> Exception:
     return exc
 
 
-def check_request(lm: LM, options: dict[str, Any]) -> bool:
+def check_request(lm: LM, options: dict[str, Any], *, rows: int = 1, max_rows: int | None = None) -> bool:
     """Check a request's method options before it queues (a 400 now, not later); True when its
-    methods must run alone (not batchable, or several rows per prompt)."""
+    methods must run alone (not batchable, or several rows per prompt). `rows` (prompts x n) times
+    the rows per prompt that row policies ask for must stay within `max_rows`."""
     from ..decoding.method import BuildContext, check_combination, select_methods
 
     config = SamplingConfig.from_options(lm.generation_defaults(), **{
@@ -459,8 +460,16 @@ def check_request(lm: LM, options: dict[str, Any]) -> bool:
     rest = {k: v for k, v in _unmodel(options).items() if k not in SamplingConfig.option_names()}
     chosen = select_methods(BuildContext(lm, config, 1), rest)
     if rest:
-        raise InvalidOption(f"unknown option(s): {', '.join(sorted(rest))}")
+        raise InvalidOption(f"unknown option(s): {', '.join(sorted(rest))}", param=sorted(rest)[0],
+                            code="unknown_option")
     check_combination(chosen, config)
+    for c in chosen:
+        if c.method is None or c.method.rows_option is None:
+            continue
+        total = rows * c.method.rows_per_prompt(c.options)
+        if max_rows is not None and total > max_rows:
+            raise InvalidOption(f"prompts x n x {c.method.rows_option} is {total} rows; at most {max_rows}",
+                                param=c.method.rows_option)
     return any(not c.capabilities.batchable or not c.capabilities.streams for c in chosen)
 
 

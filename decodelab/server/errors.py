@@ -49,8 +49,9 @@ def from_exception(exc: BaseException) -> tuple[int, dict[str, Any]]:
         return exc.status, error_body(exc.status, exc.message, param=exc.param, code=exc.code)
     if isinstance(exc, DecodelabError):
         status = int(getattr(exc, "http_status", 400))
-        code = _code(exc)
-        param = "model" if isinstance(exc, ModelNotFound) else ("prompt" if isinstance(exc, PromptTooLong) else None)
+        code = getattr(exc, "code", None) or _code(exc)
+        param = getattr(exc, "param", None) or (
+            "model" if isinstance(exc, ModelNotFound) else ("prompt" if isinstance(exc, PromptTooLong) else None))
         return status, error_body(status, str(exc), param=param, code=code)
     return 500, error_body(500, f"internal error ({type(exc).__name__})", code="internal_error")
 

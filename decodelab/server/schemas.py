@@ -101,7 +101,8 @@ class _OpenAIOptions(_Strict):
 def _field(spec: OptionSpec) -> tuple[Any, Any]:
     """A pydantic field from an option spec: same name, bounds and help as in Python and the CLI."""
     bounds = {k: getattr(spec, k) for k in ("ge", "gt", "le", "lt") if getattr(spec, k) is not None}
-    kind: Any = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict[str, Any]}.get(spec.kind, Any)
+    kind: Any = {"int": int, "float": float, "bool": bool, "str": str, "dict": dict[str, Any]}.get(
+        spec.kind, spec.annotation if spec.annotation is not None else Any)
     if spec.kind == "choice":
         kind = Literal[spec.choices]  # type: ignore[valid-type]
     elif spec.kind == "int_list":

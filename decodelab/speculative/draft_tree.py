@@ -15,10 +15,18 @@ text). Children of a node are drawn from the draft's processed distribution q at
 Shape: ``branching=(3, 2, 1)`` gives every node of depth d branching[d] children (RSD-C; SpecTr's
 k i.i.d. drafts are ``(k, 1, 1, ...)``). Without `branching` the tree is dynamic as in DySpec
 (Xiong et al. 2024, "DySpec: Faster Speculative Decoding with Dynamic Token Tree Structure"):
-nodes are added greedily by their value, the product of draft probabilities along their path
-(a proxy for the chance the node is accepted), up to `nodes` and while above `min_value`; with ``adaptive=True`` the tree is
-then cut to the size that maximises expected tokens per second under the measured t(n)
-(`tree_shape.best_tree_size`).
+nodes are added greedily by their priority, up to `nodes` and while above `min_value`; with
+``adaptive=True`` the tree is then cut to the size that maximises expected tokens per second
+under the measured t(n) (`tree_shape.best_tree_size`).
+
+Exactness of dynamic trees. Recursive rejection treats a node's children as the first j draws of
+its sibling sequence; that is exact only if the decision to stop after j draws does not look at
+draw j+1. So a candidate child is ranked, kept or cut by a *predictable* priority, known before
+its token is: the path probability of its parent times the draft mass its earlier siblings left
+(1 - sum of their q). Ranking by the drawn token's own probability (DySpec's value) makes the
+sibling count depend on the unseen draw and biases the output law (caught by
+tests/test_methods_conformance.py). Priorities fall along sibling order and from parent to child,
+so every cut keeps ancestors and sibling prefixes.
 """
 
 from __future__ import annotations
@@ -130,7 +138,7 @@ class DraftTree(DraftModel):
             for parent in [node for node in dists if tree.depth_of(node) == level - 1]:
                 for token in self._children(dists[parent], self.branching[level], key, parent, b):
                     value = tree.value(parent) * float(dists[parent][token])
-                    new_nodes.append(tree.add(parent, token, dists[parent], value))
+                    new_nodes.append(tree.add(parent, token, dists[parent], value, value))
             return new_nodes
         # dynamic (DySpec): any node whose draft law is known may get its next child in its
         # sampling order; take candidates by value while they beat the threshold
@@ -140,17 +148,26 @@ class DraftTree(DraftModel):
                 tree.orders[parent] = self._children(q, min(self.nodes, 8), key, parent, b)
             i = tree.child_count.get(parent, 0)
             if i < len(tree.orders[parent]):
-                heapq.heappush(heap, (-tree.value(parent) * float(q[tree.orders[parent][i]]), parent, i))
+                heapq.heappush(heap, (-self._priority(tree, q, parent, i), parent, i))
         while heap and len(tree.tokens) < self.nodes:
-            neg_value, parent, i = heapq.heappop(heap)
-            if -neg_value < self.min_value:
+            neg_priority, parent, i = heapq.heappop(heap)
+            if -neg_priority < self.min_value:
                 break
-            new_nodes.append(tree.add(parent, tree.orders[parent][i], dists[parent], -neg_value))
+            token = tree.orders[parent][i]
+            q = dists[parent]
+            new_nodes.append(tree.add(parent, token, q, tree.value(parent) * float(q[token]), -neg_priority))
             tree.child_count[parent] = i + 1
             if i + 1 < len(tree.orders[parent]):
-                nxt = tree.orders[parent][i + 1]
-                heapq.heappush(heap, (-tree.value(parent) * float(dists[parent][nxt]), parent, i + 1))
+                heapq.heappush(heap, (-self._priority(tree, q, parent, i + 1), parent, i + 1))
         return new_nodes
+
+    def _priority(self, tree: _RowTree, q: torch.Tensor, parent: int, i: int) -> float:
+        """Rank of the parent's i-th child before it is drawn: parent's path probability times the
+        mass its first i children left (for i.i.d. siblings, each draw sees the whole mass)."""
+        left = 1.0
+        if self.siblings == "without_replacement" and i:
+            left = max(0.0, 1.0 - float(q[tree.orders[parent][:i]].sum()))
+        return tree.value(parent) * left
 
     def _children(self, q: torch.Tensor, m: int, key: int, parent: int, b: int) -> list[int]:
         """m children of a node: Gumbel-top-m (without replacement) or m independent draws."""
@@ -179,7 +196,7 @@ class DraftTree(DraftModel):
         batch = len(rows)
         keep = [list(range(len(t.tokens))) for t in rows]
         if self.adaptive and self.curve is not None and self.branching is None:
-            ordered = [sorted(range(len(t.tokens)), key=lambda i, t=t: (-t.values[i], i)) for t in rows]
+            ordered = [sorted(range(len(t.tokens)), key=lambda i, t=t: (-t.priorities[i], i)) for t in rows]
             width = max(len(o) for o in ordered)
             summed = [sum(rows[b].values[o[i]] for b, o in enumerate(ordered) if i < len(o)) for i in range(width)]
             n = best_tree_size(summed, self.curve, rows=batch)
@@ -212,16 +229,18 @@ class _RowTree:
     def __init__(self):
         self.tokens: list[int] = []
         self.parents: list[int] = []
-        self.values: list[float] = []
+        self.values: list[float] = []  # path probability under the draft (the node's token included)
+        self.priorities: list[float] = []  # rank known before the node's token was drawn
         self.dists: list[torch.Tensor] = []
         self.depths: list[int] = []
         self.orders: dict[int, list[int]] = {}  # node -> its children's sampling order
         self.child_count: dict[int, int] = {}
 
-    def add(self, parent: int, token: int, dist: torch.Tensor, value: float) -> int:
+    def add(self, parent: int, token: int, dist: torch.Tensor, value: float, priority: float) -> int:
         self.tokens.append(int(token))
         self.parents.append(parent)
         self.values.append(value)
+        self.priorities.append(priority)
         self.dists.append(dist)
         self.depths.append(0 if parent < 0 else self.depths[parent] + 1)
         return len(self.tokens) - 1

@@ -137,7 +137,7 @@ def _shifts(shift: int | list[int] | None, rows: int, n: int, state: DecodeState
 class WatermarkOptions:
     """Options of `watermark={...}` (the mapping's "scheme" names the method)."""
 
-    key: Any = option(None, "the secret key (text or integer)", required=True)
+    key: Any = option(None, "the secret key (text or integer; required)")
     n: int = option(DEFAULT_N, "EXP/ITS: key sequence length (detection cost grows with it)", ge=1, le=MAX_N)
     shift: Any = option(None, "EXP/ITS: key offset, one integer or one per prompt (default: random per row)")
     gamma: float = option(0.25, "KGW: green-list fraction", gt=0, lt=1)

@@ -159,8 +159,11 @@ def test_temperature_ignored_in_generate_is_detected(tiny_lm, tiny_prompt, gof):
 def test_batch_rows_sharing_one_stream_is_detected(tiny_lm, tiny_prompt, gof, monkeypatch):
     """Negative control: if every row of a batch got the same generator seed, the rows would
     be copies of one draw; the distribution test must see that."""
-    import decodelab.decoding.generate as compose_path
+    import importlib
+
     from decodelab.sampling.keyed import row_generators
+
+    compose_path = importlib.import_module("decodelab.decoding.generate")  # the module, not the function
 
     monkeypatch.setattr(compose_path, "row_generators", lambda seed, rows, device="cpu": [
         row_generators(seed, 1)[0] for _ in range(rows)])

@@ -217,7 +217,6 @@ SCHEMA_FORMAT = {"type": "json_schema", "json_schema": {"name": "n", "schema": {
     ({"regex": "a+", "ess_threshold": 2}, "ess_threshold", None),
     ({"regex": "a+", "token_healing": "sometimes"}, "token_healing", None),
     ({"regex": "a+", "particles": 4, "temperature": 0}, None, "invalid_option"),
-    ({"regex": "a+", "particles": 4, "stop": ["x"]}, None, "invalid_option"),
     ({"regex": "a+", "particles": 32}, "particles", None),  # 32 rows > max_rows_per_request
     ({"regex": "a+", "n": 4, "constraint_method": "smc"}, "particles", None),  # 4 x 8 default particles
     ({"regex": "a+", "constraint_method": "awrs", "speculative": "prompt-lookup"}, None, "invalid_option"),
