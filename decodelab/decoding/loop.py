@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..engine.sequence import Sequence
-from ..engine.tree import depths
+from ..engine.tree import ancestor_mask, depths
 from ..models.lm import LM
 from ..sampling.config import SamplingConfig, draw_uniforms, process_logits, sample_from_probs
 from ..sampling.keyed import row_generators
@@ -101,7 +101,10 @@ class DecodeState:
         if drafts is None:
             return base
         drafts = drafts.to(self.lm.device)
-        return base.extend_along(drafts) if parents is None else base.extend_along_tree(drafts, parents)
+        if parents is None:
+            return base.extend_along(drafts)
+        on_path = torch.stack([ancestor_mask(row, drafts.device) for row in parents.tolist()])
+        return base.extend_along_tree(drafts, on_path)
 
     def allowed(self, drafts: torch.Tensor | None = None, parents: torch.Tensor | None = None,
                 ) -> torch.Tensor | None:

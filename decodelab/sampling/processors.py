@@ -19,8 +19,6 @@ from typing import Protocol
 
 import torch
 
-from ..engine.tree import ancestor_mask
-
 NEG_INF = float("-inf")
 
 
@@ -55,14 +53,14 @@ class TokenHistory:
             steps[:, 1:] = onehot.cumsum(1)
         return self._plus(steps)
 
-    def extend_along_tree(self, tokens: torch.Tensor, parents: torch.Tensor) -> TokenHistory:
+    def extend_along_tree(self, tokens: torch.Tensor, on_path: torch.Tensor) -> TokenHistory:
         """Histories at each tree position: rows [N*(n+1)]; position 0 is the base, position
-        j+1 adds the tokens on the root-to-node path of node j (parents [N, n])."""
+        j+1 adds the tokens on the root-to-node path of node j (`on_path` [N, n, n]: node j's
+        ancestors and itself, `engine.tree.ancestor_mask` of each row's parents)."""
         n_rows, n = tokens.shape
         vocab = self.output_counts.shape[1]
         steps = torch.zeros(n_rows, n + 1, vocab, device=tokens.device)
         if n:
-            on_path = torch.stack([ancestor_mask(row, tokens.device) for row in parents.tolist()])
             onehot = torch.nn.functional.one_hot(tokens, vocab).to(steps.dtype)
             steps[:, 1:] = torch.einsum("bij,bjv->biv", on_path.to(steps.dtype), onehot)
         return self._plus(steps)

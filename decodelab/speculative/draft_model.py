@@ -100,24 +100,27 @@ class DraftModel:
             self.length.observe(proposal.lengths.tolist(), verdict.accepted.tolist())
 
     def _feed_unfed(self) -> int:
-        """Forward the tokens the draft has not seen yet; returns the number of forwards (0 or 1).
+        """Forward the tokens the draft has not seen yet; returns the number of forwards.
 
-        Rows must feed the same number of tokens, so short rows re-feed already cached ones.
+        Rows must feed the same number of tokens, so short rows re-feed already cached ones. A row
+        keeps at least one cached token, so when a short row has too few to re-feed (early in a
+        batch with short prompts) the tokens go in several forwards; usually one.
         """
         assert self.seq is not None
-        width = max(len(u) for u in self.unfed)
-        if width == 0:
-            return 0
-        extra = [width - len(u) for u in self.unfed]
-        if any(extra):
-            for b, n in enumerate(extra):
-                if n:
-                    self.unfed[b] = self.seq.ids[b][-n:] + self.unfed[b]
-            self.seq.rollback(extra)
-        feed = torch.tensor(self.unfed, dtype=torch.long, device=self.draft.device)
-        self.unfed = [[] for _ in self.unfed]
-        self.last_logits = self.seq.forward(feed)[:, -1]
-        return 1
+        remaining = self.unfed
+        self.unfed = [[] for _ in remaining]
+        forwards = 0
+        while any(remaining):
+            width = min(max(len(r) for r in remaining),
+                        min(len(ids) - 1 + len(r) for ids, r in zip(self.seq.ids, remaining)))
+            refeed = [max(0, width - len(r)) for r in remaining]
+            feed = [(self.seq.ids[b][-n:] if n else []) + remaining[b][:width] for b, n in enumerate(refeed)]
+            if any(refeed):
+                self.seq.rollback(refeed)
+            self.last_logits = self.seq.forward(torch.tensor(feed, dtype=torch.long, device=self.draft.device))[:, -1]
+            remaining = [r[width:] for r in remaining]
+            forwards += 1
+        return forwards
 
     def propose(self, state: DecodeState, budget: list[int]) -> Proposal:
         assert self.seq is not None

@@ -167,7 +167,12 @@ class DraftTree(DraftModel):
         left = 1.0
         if self.siblings == "without_replacement" and i:
             left = max(0.0, 1.0 - float(q[tree.orders[parent][:i]].sum()))
-        return tree.value(parent) * left
+        # never above the parent's or the previous sibling's priority (rounding): cuts by priority
+        # must keep ancestors and sibling prefixes
+        cap = tree.priorities[parent] if parent >= 0 else float("inf")
+        if i:
+            cap = min(cap, self._priority(tree, q, parent, i - 1))
+        return min(cap, tree.value(parent) * left)
 
     def _children(self, q: torch.Tensor, m: int, key: int, parent: int, b: int) -> list[int]:
         """m children of a node: Gumbel-top-m (without replacement) or m independent draws."""
