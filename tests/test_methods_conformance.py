@@ -24,7 +24,7 @@ import decodelab as dl
 from decodelab.cli import build_parser
 from decodelab.cli import main as cli_main
 from decodelab.constrain import compile_grammar
-from decodelab.decoding.method import Capabilities, Method, Parts, register, unregister
+from decodelab.decoding.method import Capabilities, Method, Parts, Slot, register, register_slot, unregister
 from decodelab.sampling.options import option
 from decodelab.speculative.verifiers import RejectionSampling
 
@@ -85,8 +85,29 @@ class FirstOf:
         return [rows[state.groups.index(g)] for g in range(max(state.groups) + 1)]
 
 
+@dataclass
+class MarginOptions:
+    test_margin: bool = option(False, "add a 'margin' record column: top-1 minus top-2 log-probability (test)")
+
+
+class MarginObserver:
+    """An observer: one record column from the logits each token was chosen from."""
+
+    name = "margin"
+
+    def columns(self, state, b, logprobs, token, source):
+        top = torch.topk(logprobs, 2).values
+        return {"margin": float(top[0] - top[1])}
+
+
+register_slot(Slot("test-scores", "test observers: extra record columns", flat=True, requires="test_margin=true"))
+
 # registered at import, so that the parametrisations below see them like any other method
 TEST_METHODS = [
+    Method("test-margin", "test-scores", "record column 'margin' (test observer)", "none", MarginOptions,
+           lambda ctx, o: Parts(observers=[MarginObserver()]),
+           Capabilities(lossless=True, composes_with=frozenset({"*"})),
+           selects=lambda v: bool(v.get("test_margin")), example={"test_margin": True}),
     Method("test-repeat-last", "speculative", "drafts the last token again (test)", "none", RepeatLastOptions,
            lambda ctx, o: Parts(proposer=RepeatLast(o.k), verifier=RejectionSampling()),
            Capabilities(lossless=True, batchable=False, composes_with=frozenset({"constraint"})), example={"k": 3}),
@@ -148,8 +169,11 @@ def _cli_args(m: Method, options: dict) -> list[str]:
     args: list[str] = []
     if s.flat:
         for k, v in options.items():
-            args.append("--" + k.replace("_", "-"))
-            args.append(str(v))
+            flag = "--" + k.replace("_", "-")
+            if isinstance(v, bool):
+                args.append(flag if v else "--no-" + k.replace("_", "-"))
+            else:
+                args += [flag, str(v)]
         return args
     args += ["--" + s.selector.replace("_", "-"), m.name]
     for k, v in options.items():
@@ -350,3 +374,23 @@ def masked_continuations(lm, prompt: list[int], grammar, length: int, **sampler)
     for seq, mass in frontier:
         out[seq] = out.get(seq, 0.0) + mass
     return out
+
+
+def test_observer_adds_record_columns_on_every_surface(target, client, capsys):
+    out = dl.generate(target, "ab", chat=False, max_new_tokens=5, temperature=0, test_margin=True)
+    for record in out.records:
+        top = record.top  # the default observer's columns are still there
+        assert abs(record.extra["margin"] - (top[0][2] - top[1][2])) < 1e-5
+    # composes with other methods: the column follows speculative drafts too
+    spec = dl.generate(target, "ab", chat=False, max_new_tokens=5, temperature=0, test_margin=True,
+                       speculative="prompt-lookup")
+    assert [r.extra["margin"] for r in spec.records] == pytest.approx([r.extra["margin"] for r in out.records],
+                                                                       abs=1e-4)
+    assert cli_main(["generate", "ab", "--model", "tiny-random", "--no-chat", "--json", "--max-new-tokens", "5",
+                     "--temperature", "0", "--test-margin"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    assert [r["extra"]["margin"] for r in cli["records"]] == pytest.approx([r.extra["margin"] for r in out.records])
+    r = client.post("/v1/completions", json={"prompt": "ab", "max_tokens": 5, "temperature": 0, "test_margin": True,
+                                             "records": True}).json()
+    assert [x["extra"]["margin"] for x in r["choices"][0]["records"]] == pytest.approx(
+        [rec.extra["margin"] for rec in out.records], abs=1e-5)

@@ -60,7 +60,8 @@ class Slot:
 
 @dataclass
 class Capabilities:
-    """What a method promises, and what it may be combined with (slot names)."""
+    """What a method promises, and what it may be combined with: slot names, or "*" for a method
+    that combines with every other (an observer)."""
 
     lossless: bool = True
     needs_sampling: bool = False
@@ -329,10 +330,17 @@ def check_combination(chosen: list[Selected], config: SamplingConfig) -> None:
         seen[item.slot] = item
     for i, a in enumerate(chosen):
         for b in chosen[i + 1:]:
-            if b.slot not in a.capabilities.composes_with or a.slot not in b.capabilities.composes_with:
+            if not (_accepts(a, b) and _accepts(b, a)):
                 raise InvalidOption(f"{a.name} and {b.name} cannot be combined")
         if a.capabilities.needs_sampling and config.greedy:
             raise InvalidOption(f"{a.name} needs sampling: give a temperature > 0")
+
+
+def _accepts(a: Selected, b: Selected) -> bool:
+    """Whether method a takes method b beside it: a lists b's slot, or either is universal ("*",
+    observers that only add record columns)."""
+    ours, theirs = a.capabilities.composes_with, b.capabilities.composes_with
+    return b.slot in ours or "*" in ours or "*" in theirs
 
 
 def build_parts(ctx: BuildContext, chosen: list[Selected]) -> Parts:
