@@ -8,54 +8,21 @@ Models:
 - `tiny_lm64`: vocabulary 64 with larger init, for engine (KV cache) tests.
 - `smol`: the packaged SmolLM2-135M-Instruct, loaded once per session (tests using it are slow).
 
-Statistical helpers are plain functions here and exposed as fixtures (`gof`), so that test
-modules in any folder can use them without importing this file.
+Statistical helpers are exposed as a fixture (`gof`), so that test modules in any folder can use
+them without importing this file; the exact laws and the chi-square test live in tests/oracle.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.stats
+from oracle import chi_square_pvalue
 
 import decodelab as dl
 
 TINY_PROMPT = [1, 4, 5, 6, 7]  # <bos> e t a o
 PASS_LEVEL = 1e-4  # a correct sampler fails a test at this level once in 10,000 runs
 FAIL_LEVEL = 1e-6  # a negative control must be rejected at least this strongly
-
-
-def chisquare_pvalue(observed, expected_probs, *, min_expected: float = 5.0) -> float:
-    """Chi-square goodness-of-fit p-value of counts against exact probabilities.
-
-    Bins with expected count below `min_expected` are pooled into one bin (dropped if the pool
-    itself is still that small and empty of samples). A sample in a zero-probability bin is
-    an impossible outcome and gives p = 0.
-    """
-    observed = np.asarray(observed, dtype=np.float64).ravel()
-    probs = np.asarray(expected_probs, dtype=np.float64).ravel()
-    if observed.shape != probs.shape:
-        raise ValueError("observed and expected must have the same number of bins")
-    if np.any((probs <= 0) & (observed > 0)):
-        return 0.0
-    probs = probs / probs.sum()
-    n = observed.sum()
-    expected = probs * n
-    big = expected >= min_expected
-    obs = list(observed[big])
-    exp = list(expected[big])
-    pooled_exp = expected[~big].sum()
-    pooled_obs = observed[~big].sum()
-    if pooled_exp >= min_expected:
-        obs.append(pooled_obs)
-        exp.append(pooled_exp)
-    elif pooled_exp > 0 and obs:  # still too small: merge into the smallest kept bin
-        smallest = int(np.argmin(exp))
-        obs[smallest] += pooled_obs
-        exp[smallest] += pooled_exp
-    if len(obs) < 2:
-        return 1.0  # a single bin carries no information (all mass on one outcome)
-    return float(scipy.stats.chisquare(obs, exp).pvalue)
 
 
 def sample_counts(samples, num_bins: int) -> np.ndarray:
@@ -67,20 +34,20 @@ class GoodnessOfFit:
 
     pass_level = PASS_LEVEL
     fail_level = FAIL_LEVEL
-    pvalue = staticmethod(chisquare_pvalue)
+    pvalue = staticmethod(chi_square_pvalue)
     counts = staticmethod(sample_counts)
 
     @staticmethod
     def assert_matches(samples, probs, what: str = "samples") -> float:
         probs = np.asarray(probs, dtype=np.float64)
-        p = chisquare_pvalue(sample_counts(samples, probs.size), probs)
+        p = chi_square_pvalue(sample_counts(samples, probs.size), probs)
         assert p > PASS_LEVEL, f"{what}: chi-square p = {p:.3g} <= {PASS_LEVEL} against the exact law"
         return p
 
     @staticmethod
     def assert_rejects(samples, probs, what: str = "broken variant") -> float:
         probs = np.asarray(probs, dtype=np.float64)
-        p = chisquare_pvalue(sample_counts(samples, probs.size), probs)
+        p = chi_square_pvalue(sample_counts(samples, probs.size), probs)
         assert p < FAIL_LEVEL, f"{what}: chi-square p = {p:.3g}, the test cannot see this bug"
         return p
 
@@ -114,22 +81,3 @@ def tiny_lm64() -> dl.LM:
 def smol() -> dl.LM:
     """The packaged SmolLM2-135M-Instruct (about 3 s to load from the safetensors cache)."""
     return dl.load()
-
-
-def _load_exact_reference():
-    """Load tests/sampling/exact_reference.py once under the name `exact_reference`, so test
-    modules in any folder can `import exact_reference` (it is a helper, not a test module)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    if "exact_reference" in sys.modules:
-        return sys.modules["exact_reference"]
-    spec = importlib.util.spec_from_file_location("exact_reference", Path(__file__).parent / "sampling" / "exact_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["exact_reference"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-exact_reference = _load_exact_reference()

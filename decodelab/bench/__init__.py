@@ -9,6 +9,7 @@ Example:
     ['hf', 'plain']
 """
 
+from .calibrate import calibrate_layer_skip
 from .harness import BenchResult, PromptResult, Summary, machine_info, run_bench
 from .methods import (
     BUILTIN_METHODS,
@@ -28,5 +29,5 @@ __all__ = [
     "run_bench", "BenchResult", "PromptResult", "Summary", "machine_info", "load_suite", "Suite", "BenchPrompt",
     "SuiteError", "available_suites", "BenchMethod", "MethodRun", "RunSettings", "UnknownBenchMethod",
     "BenchMethodError", "BUILTIN_METHODS", "make_method", "make_methods", "parse_method_options",
-    "write_report", "to_markdown", "summary_table", "plot",
+    "write_report", "to_markdown", "summary_table", "plot", "calibrate_layer_skip",
 ]

@@ -53,7 +53,6 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                         help="option passed to decodelab.speculative.make (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.set_defaults(func=run_bench_command)
     return parser
 
 

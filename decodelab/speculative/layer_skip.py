@@ -7,14 +7,11 @@ the draft is a shallow view of the target sharing its weights (`derive_lm`). The
 its own cache for its L layers (the target's cache for those layers holds the same values for
 accepted tokens, but keeping the two caches separate avoids interleaving partial-depth entries
 into the target's cache; the memory cost is L/N of the target's cache).
-`calibrate` picks L by measured acceptance and speed on sample prompts.
+`decodelab.bench.calibrate.calibrate_layer_skip` picks L by measured speed on sample prompts.
 Exactness comes from the verifier, as for any draft model.
 """
 
 from __future__ import annotations
-
-import time
-from collections.abc import Sequence
 
 from ..errors import InvalidOption
 from ..models.lm import LM
@@ -44,28 +41,3 @@ class LayerSkip(DraftModel):
         super().__init__(derive_lm(target, num_layers=layers, layer_ids=layer_ids), k=k, threshold=threshold,
                          length=length, name="layer-skip")
         self.layers = layers if layer_ids is None else len(layer_ids)
-
-    @classmethod
-    def calibrate(cls, target: LM, prompts: Sequence, *, candidates: Sequence[int] | None = None, k: int = 4,
-                  max_new_tokens: int = 32) -> tuple[LayerSkip, dict[int, dict[str, float]]]:
-        """Try several depths on `prompts` (greedy) and keep the fastest; returns it and the table."""
-        from ..decoding.generate import generate
-
-        n = target.num_layers
-        candidates = candidates or sorted({max(1, n // 4), max(1, n // 3), max(1, n // 2), max(1, (2 * n) // 3)} - {n})
-        table: dict[int, dict[str, float]] = {}
-        for layers in candidates:
-            spec = cls(target, layers=layers, k=k)
-            tokens = seconds = proposed = accepted = 0.0
-            for prompt in prompts:
-                start = time.perf_counter()
-                out = generate(target, prompt, speculative=spec, max_new_tokens=max_new_tokens, temperature=0,
-                               records=False)
-                seconds += time.perf_counter() - start
-                tokens += out.stats.new_tokens
-                proposed += out.stats.proposed
-                accepted += out.stats.accepted
-            table[layers] = {"tokens_per_second": tokens / seconds,
-                             "acceptance": accepted / proposed if proposed else 0.0}
-        best = max(table, key=lambda layers: table[layers]["tokens_per_second"])
-        return cls(target, layers=best, k=k), table

@@ -7,8 +7,8 @@ statistic is the minimum over (i, j). The costs are
 
 - EXP:       d = sum_l log(1 - xi_{j+l}[y_{i+l}])                      (more negative = watermarked)
 - ITS:       d = -sum_l (u_{j+l} - 1/2) (eta(pi(y_{i+l})) - 1/2)       (eta = rank / (V-1))
-- EXP-edit:  Levenshtein cost with base cost log(1 - xi_l[y_i]) and gap cost gamma
-- ITS-edit:  Levenshtein cost with base cost |u_l - eta(pi(y_i))| and gap cost gamma
+- EXP-edit:  Levenshtein cost with base cost log(1 - xi_l[y_i]) and gap cost gap_cost
+- ITS-edit:  Levenshtein cost with base cost |u_l - eta(pi(y_i))| and gap cost gap_cost
 
 The p-value is the permutation test of the paper: recompute the statistic against T fresh
 random key sequences xi' and return (1 + #{phi(y, xi') <= phi(y, xi)}) / (T + 1). It is exact
@@ -35,7 +35,6 @@ identical in both implementations.
 from __future__ import annotations
 
 import math
-import os
 import warnings
 
 import numpy as np
@@ -465,9 +464,9 @@ def set_workers(workers: int | None) -> None:
     set_num_threads(int(workers) if workers else numba_config.NUMBA_NUM_THREADS)
 
 
-def fixed_gamma(gamma: float) -> int:
-    """The gap cost as the kernels use it: trunc(SCALE * gamma)."""
-    return int(float(gamma) * SCALE)
+def fixed_gap_cost(gap_cost: float) -> int:
+    """The gap cost (the paper's gamma) as the kernels use it: trunc(SCALE * gap_cost)."""
+    return int(float(gap_cost) * SCALE)
 
 
 def _check_range(mode: int, k: int, g: int) -> None:
@@ -492,7 +491,7 @@ def _pack(token_lists: list[np.ndarray]):
 
 
 def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_tables: list[tuple],
-              vocab_size: int, n: int, k: int | None, gamma: float, resamples: int, seed: int = 0,
+              vocab_size: int, n: int, k: int | None, gap_cost: float, resamples: int, seed: int = 0,
               stop_after: int | None = None, workers: int | None = None,
               chunk: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Observed statistics, permutation-test p-values and resamples used, for several texts.
@@ -507,7 +506,7 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
         >>> tokens = np.array([3, 1, 4, 1, 5])
         >>> table = np.random.default_rng(0).random((8, 4))   # key at the 4 distinct tokens
         >>> stats, p, used = fast_test([tokens], mode=EXP, edit=True, key_tables=[(table, None, None)],
-        ...                            vocab_size=10, n=8, k=None, gamma=0.0, resamples=9)
+        ...                            vocab_size=10, n=8, k=None, gap_cost=0.0, resamples=9)
         >>> 0 < p[0] <= 1
         True
     """
@@ -515,7 +514,7 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
     threads = int(workers) if workers else get_num_threads()
     offsets, invs, uniqs, uniq_flat, uniq_offsets = _pack(token_lists)
     ks = np.array([min(k or len(t), len(t)) for t in token_lists], np.int64)
-    g = fixed_gamma(gamma)
+    g = fixed_gap_cost(gap_cost)
     for kk in ks:
         _check_range(mode, int(kk), g)
     from numba.typed import List
@@ -560,26 +559,26 @@ def _naive_costs(mode: int, tokens: list[int], uniq: list[int], table, u, eta, n
     return rows
 
 
-def _naive_levenshtein(cost: list[list[int]], i0: int, j: int, k: int, n: int, gamma: int) -> int:
-    prev = [pos * gamma for pos in range(k + 1)]
+def _naive_levenshtein(cost: list[list[int]], i0: int, j: int, k: int, n: int, gap: int) -> int:
+    prev = [pos * gap for pos in range(k + 1)]
     for i in range(1, k + 1):
-        cur = [i * gamma] + [0] * k
+        cur = [i * gap] + [0] * k
         for pos in range(1, k + 1):
-            cur[pos] = min(prev[pos] + gamma, cur[pos - 1] + gamma, prev[pos - 1] + cost[i0 + i - 1][(j + pos - 1) % n])
+            cur[pos] = min(prev[pos] + gap, cur[pos - 1] + gap, prev[pos - 1] + cost[i0 + i - 1][(j + pos - 1) % n])
         prev = cur
     return prev[k]
 
 
-def naive_statistic(cost: list[list[int]], k: int, n: int, gamma: int, edit: bool) -> int:
+def naive_statistic(cost: list[list[int]], k: int, n: int, gap: int, edit: bool) -> int:
     """The statistic by direct enumeration of blocks and shifts (slow; the oracle).
 
-    cost holds fixed-point integer costs and gamma is the fixed-point gap cost (`fixed_gamma`).
+    cost holds fixed-point integer costs and gap is the fixed-point gap cost (`fixed_gap_cost`).
     """
     best = None
     for i0 in range(len(cost) - k + 1):
         for j in range(n):
             if edit:
-                value = _naive_levenshtein(cost, i0, j, k, n, gamma)
+                value = _naive_levenshtein(cost, i0, j, k, n, gap)
             else:
                 value = 0
                 for pos in range(k):
@@ -605,7 +604,7 @@ def _naive_null_key(mode: int, uniq: list[int], vocab: int, n: int, stream: int)
 
 
 def naive_test(tokens: list[int], *, mode: int, edit: bool, key_table: tuple, vocab_size: int, n: int,
-               k: int | None, gamma: float, resamples: int, seed: int = 0,
+               k: int | None, gap_cost: float, resamples: int, seed: int = 0,
                stop_after: int | None = None) -> tuple[float, float]:
     """(statistic, p-value) of one text, in plain Python loops: the reference for `fast_test`.
 
@@ -613,12 +612,12 @@ def naive_test(tokens: list[int], *, mode: int, edit: bool, key_table: tuple, vo
         >>> import numpy as np
         >>> table = np.random.default_rng(0).random((8, 4))
         >>> stat, p = naive_test([3, 1, 4, 1, 5], mode=EXP, edit=True, key_table=(table, None, None),
-        ...                      vocab_size=10, n=8, k=None, gamma=0.0, resamples=9)
+        ...                      vocab_size=10, n=8, k=None, gap_cost=0.0, resamples=9)
     """
     tokens = [int(t) for t in tokens]
     uniq = sorted(set(tokens))
     k = min(k or len(tokens), len(tokens))
-    g = fixed_gamma(gamma)
+    g = fixed_gap_cost(gap_cost)
     table, u, eta = key_table
     observed = naive_statistic(_naive_costs(mode, tokens, uniq, _rows(table), _vec(u), _vec(eta), n),
                                k, n, g, edit)
@@ -639,7 +638,3 @@ def _rows(table):
 
 def _vec(values):
     return None if values is None else [float(x) for x in np.asarray(values)]
-
-
-def default_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, numba_config.NUMBA_NUM_THREADS))

@@ -6,7 +6,7 @@
 
 Power (the setting of Kuditipudi et al. 2023, Sec. 4): SmolLM2 continues news openings as raw text
 (chat=False) with the EXP watermark (n=256, temperature 1, no top-k/top-p, random shift); int(rate*m)
-tokens are replaced by uniformly random tokens; detection rate at p <= 0.01 with EXP-edit (gamma 0,
+tokens are replaced by uniformly random tokens; detection rate at p <= 0.01 with EXP-edit (gap cost 0,
 block k = m, T resamples). FPR: text independent of the key (random tokens, or unwatermarked
 SmolLM2 continuations) at alpha = 0.01 and 0.05.
 Speed: the fast detector against the naive pure-Python implementation of the same statistic; the
@@ -50,7 +50,7 @@ def watermarked_news(lm, texts: int, tokens: int, key: str = "bench-key", seed: 
 
 def power(texts: int, tokens: int, rates: list[float], resamples: int, seed: int = 0,
           key_check: bool = True) -> dict:
-    """Detection rate at p <= 0.01 (and median p) under random substitution, EXP-edit (gamma 0,
+    """Detection rate at p <= 0.01 (and median p) under random substitution, EXP-edit (gap cost 0,
     k = m, n = 256), on SmolLM2 watermarked news continuations; plus the same texts under a
     wrong key (a false-positive control on real text)."""
     import decodelab as dl
@@ -75,7 +75,7 @@ def power(texts: int, tokens: int, rates: list[float], resamples: int, seed: int
             row["wrong_key_rejected_at_0.01"] = float(np.mean(q <= 0.01))
         rows.append(row)
     return {"model": "SmolLM2-135M-Instruct (packaged)", "texts": texts, "tokens": tokens, "n": 256,
-            "resamples": resamples, "gamma": 0.0, "block": "k = m", "prompts": "NEWS_OPENINGS, chat=False, T=1",
+            "resamples": resamples, "gap_cost": 0.0, "block": "k = m", "prompts": "NEWS_OPENINGS, chat=False, T=1",
             "generation_seconds": generation, "rows": rows}
 
 
@@ -153,7 +153,7 @@ def speed(texts: int, tokens: int, resamples: int, naive_texts: int, naive_resam
     cpu_start = time.process_time()
     start = time.perf_counter()
     _, pvalues, used = align.fast_test(token_lists, mode=align.EXP, edit=True, key_tables=tables, vocab_size=vocab,
-                                       n=n, k=None, gamma=0.0, resamples=resamples, stop_after=stop_after, seed=1,
+                                       n=n, k=None, gap_cost=0.0, resamples=resamples, stop_after=stop_after, seed=1,
                                        workers=workers)
     fast = time.perf_counter() - start
     cpu = time.process_time() - cpu_start  # all threads: contention-free work, for a busy machine
@@ -161,7 +161,7 @@ def speed(texts: int, tokens: int, resamples: int, naive_texts: int, naive_resam
     start = time.perf_counter()
     for t, table in zip(token_lists[:naive_texts], tables[:naive_texts]):
         align.naive_test(list(t), mode=align.EXP, edit=True, key_table=table, vocab_size=vocab, n=n, k=None,
-                         gamma=0.0, resamples=naive_resamples, seed=1)
+                         gap_cost=0.0, resamples=naive_resamples, seed=1)
     naive = time.perf_counter() - start
     # The naive detector would compute the same statistics: the observed one and every resample the
     # fast run used (the same early stopping), each in full.

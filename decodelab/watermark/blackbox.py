@@ -22,7 +22,7 @@ import torch
 from scipy import stats
 
 from ..errors import InvalidOption
-from .detect import Detection
+from .detection import Detection
 from .keys import EmptyText, check_key, ngram_uniforms
 
 

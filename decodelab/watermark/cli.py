@@ -26,8 +26,7 @@ def add_watermark_parser(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--scheme", default="exp", help="exp | its | kgw (detect also: blackbox)")
         p.add_argument("--model", default=None, help="model name or path (default: the packaged model)")
         p.add_argument("--n", type=int, default=256, help="key sequence length (EXP/ITS)")
-        p.add_argument("--gamma", type=float, default=None,
-                       help="KGW: green fraction (default 0.25); EXP/ITS detect: gap cost")
+        p.add_argument("--gamma", type=float, default=None, help="KGW: green fraction (default 0.25)")
     gen.add_argument("--max-new-tokens", type=int, default=None)
     gen.add_argument("--temperature", type=float, default=None)
     gen.add_argument("--top-k", type=int, default=None)
@@ -40,6 +39,8 @@ def add_watermark_parser(subparsers: Any) -> argparse.ArgumentParser:
     detect.add_argument("--stop-after", type=int, default=None, help="stop resampling after this many null hits")
     detect.add_argument("--block", type=int, default=None, help="sub-block length k (default: whole text)")
     detect.add_argument("--no-edit", action="store_true", help="use the non-robust statistic")
+    detect.add_argument("--gap-cost", type=float, default=None,
+                        help="EXP/ITS edit statistic: gap cost (the paper's gamma; default 0 for EXP, 0.4 for ITS)")
     detect.add_argument("--seed", type=int, default=0, help="seed of the resampled keys")
     return parser
 
@@ -74,12 +75,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from . import detect, generate
 
+    if args.gamma is not None and args.scheme != "kgw":
+        raise InvalidOption("--gamma is KGW's green fraction; the EXP/ITS detection gap cost is --gap-cost")
     lm = dl.load(args.model) if args.model else dl.load()
     if args.watermark_command == "generate":
         options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
                    "top_p": args.top_p, "seed": args.seed}
         options = {k: v for k, v in options.items() if v is not None}
-        extra = {"gamma": args.gamma} if args.gamma is not None and args.scheme == "kgw" else {}
+        extra = {"gamma": args.gamma} if args.gamma is not None else {}
         out = generate(lm, args.prompt, key=args.key, scheme=args.scheme, n=args.n, shift=args.shift,
                        delta=args.delta, **extra, **options)
         if args.json:
@@ -91,7 +94,9 @@ def _run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"n": args.n, "resamples": args.resamples, "stop_after": args.stop_after,
                                "block": args.block, "edit": not args.no_edit, "seed": args.seed}
     if args.gamma is not None:
-        options["green_fraction" if args.scheme == "kgw" else "gamma"] = args.gamma
+        options["green_fraction"] = args.gamma
+    if args.gap_cost is not None:
+        options["gap_cost"] = args.gap_cost
     results = detect(lm, texts, key=args.key, scheme=args.scheme, **options)
     for index, result in enumerate(results):
         print(json.dumps({"index": index, **result.as_dict()}))

@@ -13,7 +13,6 @@ al. 2023) and the black-box selection scheme.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -23,24 +22,12 @@ from scipy import stats
 from ..errors import InvalidOption, InvalidPrompt
 from ..models.lm import LM
 from . import align
+from .blackbox import blackbox_detect
+from .detection import Detection
 from .keys import EmptyText, check_key, check_tokens, exp_key_columns, green_mask, its_key
 
 DETECT_SCHEMES = ("exp", "its", "kgw", "blackbox")
-DEFAULT_GAMMA = {"exp": 0.0, "its": 0.4}  # the paper's gap costs for EXP-edit / ITS-edit
-
-
-@dataclass
-class Detection:
-    """One text's result: p-value (small = watermarked), the statistic and its details."""
-
-    p_value: float
-    statistic: float
-    tokens: int
-    scheme: str
-    resamples: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+DEFAULT_GAP_COST = {"exp": 0.0, "its": 0.4}  # the paper's gap costs (its gamma) for EXP-edit / ITS-edit
 
 
 def tokenize_texts(lm: LM | None, texts: Any) -> list[np.ndarray]:
@@ -69,15 +56,15 @@ def tokenize_texts(lm: LM | None, texts: Any) -> list[np.ndarray]:
 
 
 def detect(lm: LM | None, texts: Any, *, key: Any, scheme: str = "exp", vocab_size: int | None = None,
-           n: int = 256, edit: bool = True, gamma: float | None = None, block: int | None = None,
+           n: int = 256, edit: bool = True, gap_cost: float | None = None, block: int | None = None,
            resamples: int = 1000, stop_after: int | None = None, seed: int = 0, green_fraction: float = 0.25,
            workers: int | None = None) -> list[Detection]:
     """p-values for texts (strings need `lm`; token ids need `lm` or `vocab_size`).
 
-    EXP/ITS options: n (key length used at generation), edit (edit-robust statistic), gamma (gap
-    cost; default 0 for EXP, 0.4 for ITS), block (sub-block length k; default the whole text),
+    EXP/ITS options: n (key length used at generation), edit (edit-robust statistic), gap_cost
+    (the paper's gamma; default 0 for EXP, 0.4 for ITS), block (sub-block length k; default the whole text),
     resamples (T), stop_after (Besag-Clifford early stop after this many null hits; None = all T),
-    seed (of the resampled keys). KGW: green_fraction. The alignment costs and gamma are rounded to
+    seed (of the resampled keys). KGW: green_fraction. The alignment costs and the gap cost are rounded to
     multiples of 1/4096 (`align.SCALE`) the same way for the key and the resampled keys, so the
     p-value stays exact; `Detection.statistic` is in cost units.
 
@@ -99,21 +86,19 @@ def detect(lm: LM | None, texts: Any, *, key: Any, scheme: str = "exp", vocab_si
     if scheme == "kgw":
         return [kgw_detect(t, key=key, vocab_size=vocab, gamma=green_fraction) for t in token_lists]
     if scheme == "blackbox":
-        from .blackbox import blackbox_detect
-
         return [blackbox_detect(t, key=key) for t in token_lists]
     for name, value, low in (("n", n, 1), ("resamples", resamples, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InvalidOption(f"{name} must be an integer >= {low}, got {value!r}")
     if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
         raise InvalidOption(f"block must be a positive integer, got {block!r}")
-    gamma = DEFAULT_GAMMA[scheme] if gamma is None else float(gamma)
-    if not math.isfinite(gamma) or gamma < 0:
-        raise InvalidOption(f"gamma (gap cost) must be >= 0, got {gamma}")
+    gap_cost = DEFAULT_GAP_COST[scheme] if gap_cost is None else float(gap_cost)
+    if not math.isfinite(gap_cost) or gap_cost < 0:
+        raise InvalidOption(f"gap_cost must be >= 0, got {gap_cost}")
     mode = align.EXP if scheme == "exp" else (align.ITS_EDIT if edit else align.ITS)
     tables = key_tables(scheme, key, n, vocab, token_lists)
     statistics, pvalues, used = align.fast_test(
-        token_lists, mode=mode, edit=edit, key_tables=tables, vocab_size=vocab, n=n, k=block, gamma=gamma,
+        token_lists, mode=mode, edit=edit, key_tables=tables, vocab_size=vocab, n=n, k=block, gap_cost=gap_cost,
         resamples=resamples, seed=seed, stop_after=stop_after, workers=workers)
     return [Detection(float(p), float(s), len(t), scheme + ("-edit" if edit else ""), int(r))
             for p, s, t, r in zip(pvalues, statistics, token_lists, used)]

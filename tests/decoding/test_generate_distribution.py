@@ -1,7 +1,7 @@
 """End to end: `dl.generate` samples from the exact processed distribution of the model.
 
 The exact law is computed from the model's own logits (a plain forward, no cache) and the
-independent NumPy reference in tests/sampling/exact_reference.py. Samples come from one
+independent NumPy reference in tests/oracle.py. Samples come from one
 `dl.generate` call on a batch of identical prompts with one seed: row i draws its own stream,
 so the rows are independent draws. EOS (id 0 in tiny-random) ends a row early, and penalties
 see the tokens generated so far; the two-token enumeration handles both.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from exact_reference import reference_probs
+from oracle import reference_probs
 
 import decodelab as dl
 from decodelab.sampling.processors import TokenHistory

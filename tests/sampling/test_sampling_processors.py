@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from exact_reference import entropy, ref_epsilon, ref_top_k, reference_probs, softmax
+from oracle import entropy, ref_epsilon, ref_top_k, reference_probs, softmax
 
 from decodelab.sampling import (
     SamplingConfig,

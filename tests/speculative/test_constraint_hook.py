@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oracle import chi_square_pvalue, exact_continuations, sample_continuations
 
 import decodelab as dl
 from decodelab.errors import InvalidOption
-from decodelab.sampling import SamplingConfig, TokenHistory, process_logits
 from decodelab.speculative import DraftModel, PromptLookup
-
-from .exact import chi_square_pvalue, sample_continuations
 
 PASS_LEVEL = 1e-4
 FAIL_LEVEL = 1e-6
@@ -50,25 +48,9 @@ class TokenSetConstraint:
 
 def masked_continuations(lm, prompt, length, allowed, **sampler):
     """Exact law of `length`-token continuations under mask-then-sample."""
-    config = SamplingConfig(**sampler)
     mask = torch.zeros(lm.vocab_size, dtype=torch.bool)
     mask[allowed] = True
-    out, frontier = {}, [((), 1.0)]
-    for _ in range(length):
-        nxt = []
-        for prefix, mass in frontier:
-            with torch.inference_mode():
-                logits = lm.model(torch.tensor([prompt + list(prefix)])).logits[:, -1].float()
-            history = TokenHistory.from_ids([prompt], [list(prefix)], lm.vocab_size)
-            probs = process_logits(logits.masked_fill(~mask, float("-inf")), config, history).softmax(-1)[0]
-            for token in torch.nonzero(probs > 0).flatten().tolist():
-                seq = prefix + (token,)
-                (out.__setitem__(seq, out.get(seq, 0.0) + mass * float(probs[token]))
-                 if token in lm.eos_token_ids else nxt.append((seq, mass * float(probs[token]))))
-        frontier = nxt
-    for seq, mass in frontier:
-        out[seq] = out.get(seq, 0.0) + mass
-    return out
+    return exact_continuations(lm, prompt, length, logit_mask=mask, **sampler)
 
 
 @pytest.mark.parametrize("method", ["plain", "prompt-lookup", "draft"])

@@ -8,10 +8,9 @@ compared with it by chi-square, and deliberately broken verifiers must fail the 
 from __future__ import annotations
 
 import pytest
+from oracle import chi_square_pvalue, exact_continuations, sample_continuations
 
 from decodelab.speculative import DraftModel, LayerSkip, PromptLookup, RejectionSampling
-
-from .exact import chi_square_pvalue, exact_continuations, sample_continuations
 
 PASS_LEVEL = 1e-4
 FAIL_LEVEL = 1e-6

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from oracle import chi_square_pvalue, exact_continuations, sample_continuations
 
 from decodelab.speculative.draft_tree import DraftTree
 from decodelab.speculative.multidraft_math import spectr_residual
 from decodelab.speculative.token_recycling import TokenRecycling
 from decodelab.speculative.tree_verifiers import TreeRejection
-
-from .exact import chi_square_pvalue, exact_continuations, sample_continuations
 
 PASS_LEVEL = 1e-4
 FAIL_LEVEL = 1e-6

@@ -16,12 +16,12 @@ def _case(rng, mode, vocab, n, m):
     return tokens, (None, rng.random(n), rng.permutation(vocab)[uniq] / (vocab - 1.0))
 
 
-@pytest.mark.parametrize("mode,edit,gamma", [
+@pytest.mark.parametrize("mode,edit,gap_cost", [
     (align.EXP, True, 0.0), (align.EXP, True, 0.3), (align.EXP, False, 0.0),
     (align.ITS, False, 0.0), (align.ITS_EDIT, True, 0.4),
 ])
 @pytest.mark.parametrize("n", [7, 37])  # below and above the 16-shift block of the branch and bound
-def test_fast_statistic_and_pvalue_equal_naive(mode, edit, gamma, n):
+def test_fast_statistic_and_pvalue_equal_naive(mode, edit, gap_cost, n):
     rng = np.random.default_rng(n * 10 + mode)
     for trial in range(3):
         m = int(rng.integers(3, 10))
@@ -29,16 +29,16 @@ def test_fast_statistic_and_pvalue_equal_naive(mode, edit, gamma, n):
         tokens, table = _case(rng, mode, 23, n, m)
         stop = 2 if trial == 2 else None
         stats, pvalues, _ = align.fast_test([tokens], mode=mode, edit=edit, key_tables=[table], vocab_size=23, n=n,
-                                            k=block, gamma=gamma, resamples=12, seed=7, stop_after=stop)
+                                            k=block, gap_cost=gap_cost, resamples=12, seed=7, stop_after=stop)
         stat, pvalue = align.naive_test(list(tokens), mode=mode, edit=edit, key_table=table, vocab_size=23, n=n,
-                                        k=block, gamma=gamma, resamples=12, seed=7, stop_after=stop)
+                                        k=block, gap_cost=gap_cost, resamples=12, seed=7, stop_after=stop)
         assert stats[0] == stat
         assert pvalues[0] == pvalue
 
 
-@pytest.mark.parametrize("mode,edit,gamma", [(align.EXP, True, 0.0), (align.EXP, True, 0.7), (align.ITS_EDIT, True, 0.4),
+@pytest.mark.parametrize("mode,edit,gap_cost", [(align.EXP, True, 0.0), (align.EXP, True, 0.7), (align.ITS_EDIT, True, 0.4),
                                               (align.EXP, False, 0.0)])
-def test_edge_cases_equal_naive(mode, edit, gamma):
+def test_edge_cases_equal_naive(mode, edit, gap_cost):
     """One token, block longer than the key (k > n), all tokens equal, block of 1, early stop."""
     rng = np.random.default_rng(5)
     cases = [([4], 5, None), (list(rng.integers(0, 23, 12)), 5, None), ([7] * 9, 11, None),
@@ -51,9 +51,9 @@ def test_edge_cases_equal_naive(mode, edit, gamma):
         else:
             table = (None, rng.random(n), rng.permutation(23)[uniq] / 22.0)
         fast = align.fast_test([tokens], mode=mode, edit=edit, key_tables=[table], vocab_size=23, n=n, k=block,
-                               gamma=gamma, resamples=6, seed=3)
+                               gap_cost=gap_cost, resamples=6, seed=3)
         naive = align.naive_test(list(tokens), mode=mode, edit=edit, key_table=table, vocab_size=23, n=n, k=block,
-                                 gamma=gamma, resamples=6, seed=3)
+                                 gap_cost=gap_cost, resamples=6, seed=3)
         assert (fast[0][0], fast[1][0]) == naive
 
 
@@ -75,9 +75,9 @@ def test_broken_bound_would_be_caught():
     rng = np.random.default_rng(0)
     tokens, table = _case(rng, align.EXP, 23, 9, 8)
     fast, _, _ = align.fast_test([tokens], mode=align.EXP, edit=True, key_tables=[table], vocab_size=23, n=9, k=None,
-                                 gamma=0.5, resamples=0)
+                                 gap_cost=0.5, resamples=0)
     naive, _ = align.naive_test(list(tokens), mode=align.EXP, edit=True, key_table=table, vocab_size=23, n=9, k=None,
-                                gamma=0.0, resamples=0)
+                                gap_cost=0.0, resamples=0)
     assert fast[0] != naive
 
 
@@ -86,17 +86,17 @@ def test_oracle_disagrees_with_a_broken_kernel(monkeypatch):
     rng = np.random.default_rng(2)
     tokens, table = _case(rng, align.EXP, 23, 9, 8)
     naive, _ = align.naive_test(list(tokens), mode=align.EXP, edit=True, key_table=table, vocab_size=23, n=9,
-                                k=None, gamma=0.0, resamples=0)
+                                k=None, gap_cost=0.0, resamples=0)
     monkeypatch.setattr(align, "_py_fixed_log", lambda w: int(math.log(w) * align.SCALE) - 1)
     broken, _ = align.naive_test(list(tokens), mode=align.EXP, edit=True, key_table=table, vocab_size=23, n=9,
-                                 k=None, gamma=0.0, resamples=0)
+                                 k=None, gap_cost=0.0, resamples=0)
     assert broken != naive
 
 
 def test_too_long_block_is_a_typed_error():
     with pytest.raises(align.AlignmentOverflow):
         align.fast_test([np.zeros(20000, np.int64)], mode=align.EXP, edit=True, key_tables=[(np.full((4, 1), 0.5), None,
-                        None)], vocab_size=5, n=4, k=None, gamma=0.0, resamples=0)
+                        None)], vocab_size=5, n=4, k=None, gap_cost=0.0, resamples=0)
 
 
 def test_sequential_pvalue_rule():
@@ -105,8 +105,8 @@ def test_sequential_pvalue_rule():
     assert align.sequential_pvalue([True] * 3 + [False] * 7, 10, None) == pytest.approx(4 / 11)
 
 
-@pytest.mark.parametrize("gamma", [0.0, 0.3])
-def test_branch_and_bound_decisions_equal_naive(gamma):
+@pytest.mark.parametrize("gap_cost", [0.0, 0.3])
+def test_branch_and_bound_decisions_equal_naive(gap_cost):
     """Keys longer than two exact blocks (n=150 > 2 x 64 lanes), so the relaxed bounds prune ranges:
     a planted text (every null resample must be ruled out) and random texts (hits and misses)."""
     rng = np.random.default_rng(11)
@@ -119,20 +119,20 @@ def test_branch_and_bound_decisions_equal_naive(gamma):
             for i in range(m):
                 table[(77 + i) % n, inv[i]] = 1 - 1e-9
         fast = align.fast_test([tokens], mode=align.EXP, edit=True, key_tables=[(table, None, None)], vocab_size=23,
-                               n=n, k=None, gamma=gamma, resamples=25, seed=planted)
+                               n=n, k=None, gap_cost=gap_cost, resamples=25, seed=planted)
         naive = align.naive_test(list(tokens), mode=align.EXP, edit=True, key_table=(table, None, None),
-                                 vocab_size=23, n=n, k=None, gamma=gamma, resamples=25, seed=planted)
+                                 vocab_size=23, n=n, k=None, gap_cost=gap_cost, resamples=25, seed=planted)
         assert (fast[0][0], fast[1][0]) == naive
         if planted:
             assert naive[1] == pytest.approx(1 / 26)
 
 
-@pytest.mark.parametrize("gamma", [0, 1200, 60000])
-def test_decision_is_sharp_at_the_exact_minimum(gamma):
+@pytest.mark.parametrize("gap", [0, 1200, 60000])
+def test_decision_is_sharp_at_the_exact_minimum(gap):
     """`_edit_at_most(threshold)` is True at threshold = min_j A_j and False one unit below. With an
     expensive gap (60000) the relaxed bound of a range equals the best exact value in it, so a bound
     that overshoots by one unit or a range that misses its last shift's columns fails this."""
-    rng = np.random.default_rng(gamma)
+    rng = np.random.default_rng(gap)
     # The last shifts of the ranges that get a bound (74, 149 for n = 150) are planted as the optimum.
     for n, k, plant in ((150, 9, None), (150, 9, 74), (150, 9, 149), (300, 40, None), (257, 64, None)):
         uniq = 1 + rng.integers(0, k)
@@ -146,9 +146,9 @@ def test_decision_is_sharp_at_the_exact_minimum(gamma):
             rows[:, :n] = (np.log(rng.random((k, n))) * align.SCALE).astype(np.int32)
             rows[np.arange(k), (plant + np.arange(k)) % n] = -20 * align.SCALE
         align._extend_rows(rows, n)
-        exact = align._statistic(rows, inv, k, k, n, gamma, True)
+        exact = align._statistic(rows, inv, k, k, n, gap, True)
         scratch = (np.empty((k + 1) * align._LANES, np.int32), np.empty((k + 1) * align._LANES, np.int32),
                    np.empty(align._LANES, np.int32), np.empty(align._LANES, np.int32),
                    np.empty(rows.shape[1] + 1, np.int32))
-        assert align._edit_at_most(rows, inv, 0, k, n, gamma, exact, *scratch)
-        assert not align._edit_at_most(rows, inv, 0, k, n, gamma, exact - 1, *scratch)
+        assert align._edit_at_most(rows, inv, 0, k, n, gap, exact, *scratch)
+        assert not align._edit_at_most(rows, inv, 0, k, n, gap, exact - 1, *scratch)

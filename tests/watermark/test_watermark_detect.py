@@ -94,3 +94,19 @@ def test_key_columns_equal_the_full_key_sequence():
     tokens = np.array([0, 5, 17, 999, 4095])
     assert (exp_key_columns("k", 33, tokens) == exp_key_sequence("k", 33, 4096)[:, tokens]).all()
     assert not (exp_key_columns("other", 33, tokens) == exp_key_sequence("k", 33, 4096)[:, tokens]).all()
+
+
+def test_cli_gap_cost_is_detects_gap_cost_and_gamma_is_kgw_only(tmp_path, capsys):
+    """`--gap-cost` is `detect(gap_cost=)` (EXP/ITS); `--gamma` (KGW's green fraction) is refused for EXP."""
+    ids = [5, 9, 7, 30, 12, 5, 40, 8, 9, 21]
+    path = tmp_path / "texts.json"
+    path.write_text(json.dumps([ids]))
+    args = ["watermark", "detect", "--key", "k", "--model", "tiny-random", "--resamples", "9", str(path)]
+    assert cli_main(args + ["--gap-cost", "0.5"]) == 0
+    [line] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [expected] = watermark.detect(dl.load("tiny-random"), [ids], key="k", resamples=9, gap_cost=0.5)
+    assert line["statistic"] == expected.statistic and line["p_value"] == expected.p_value
+    [default] = watermark.detect(dl.load("tiny-random"), [ids], key="k", resamples=9)
+    assert default.statistic != expected.statistic  # the option reaches the statistic
+    assert cli_main(args + ["--gamma", "0.5"]) == 2
+    assert "--gap-cost" in capsys.readouterr().err

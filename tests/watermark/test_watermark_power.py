@@ -1,4 +1,4 @@
-"""EXP-edit on SmolLM2 in the paper's setting (news continuations at T=1, m=35 tokens, n=256, gamma 0,
+"""EXP-edit on SmolLM2 in the paper's setting (news continuations at T=1, m=35 tokens, n=256, gap cost 0,
 block k = m): watermarked texts survive 40% and 50% random substitution; the same texts under a wrong
 key, and random texts, are rejected at no more than the nominal rate.
 
