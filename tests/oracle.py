@@ -154,14 +154,16 @@ def next_token_probs(lm, prompt: list[int], prefix: tuple[int, ...], config, log
     return process_logits(logits, config, history).softmax(-1)[0].double()
 
 
-def enumerate_laws(lm, prompt: list[int], grammar, length: int, *, logit_mask=None, **sampler):
+def enumerate_laws(lm, prompt: list[int], grammar, length: int, *, logit_mask=None, keep_incomplete: bool = False,
+                   **sampler):
     """(local law, global law, p(L) within `length` tokens, first-step Z), dicts over sequences.
 
     With a grammar, the local law is mask-then-sample (at each step p restricted to the allowed set,
     renormalised) and the global law is p(x) 1[x complete] / p(L), with p(x) the product of
     unrestricted probabilities; sequences still incomplete after `length` tokens are dropped.
     With grammar=None both laws are the plain continuation law, whose sequences end at EOS or
-    after `length` tokens.
+    after `length` tokens. `keep_incomplete=True` keeps the local law's sequences that are still
+    running after `length` tokens (the law of what `generate(max_new_tokens=length)` returns).
     """
     from decodelab.constrain.grammar import fill_masks, masks_to_bool
     from decodelab.sampling import SamplingConfig
@@ -199,7 +201,7 @@ def enumerate_laws(lm, prompt: list[int], grammar, length: int, *, logit_mask=No
                 else:
                     nxt.append((seq, ml, mj))
         frontier = nxt
-    if grammar is None:  # the length limit ends a plain continuation
+    if grammar is None or keep_incomplete:  # the length limit ends the continuation
         for seq, mass_local, mass_joint in frontier:
             local[seq] = local.get(seq, 0.0) + mass_local
             joint[seq] = joint.get(seq, 0.0) + mass_joint

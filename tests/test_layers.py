@@ -12,8 +12,6 @@ import ast
 import shutil
 from pathlib import Path
 
-import pytest
-
 PACKAGE = Path(__file__).resolve().parents[1] / "decodelab"
 CORE = {"models", "engine", "sampling", "decoding"}
 FACES = {"bench", "server", "batch", "cli"}
@@ -71,12 +69,10 @@ def layer_violations(package_root: Path = PACKAGE) -> dict[str, list[str]]:
     return {kind: sorted(found) for kind, found in out.items()}
 
 
-@pytest.mark.xfail(strict=False, reason="core still imports families; lead removes them")
 def test_core_imports_no_family_or_face():
     assert layer_violations()["core"] == []
 
 
-@pytest.mark.xfail(strict=False, reason="speculative/resolve.py imports bench.suite; lead moves it to decodelab.corpus")
 def test_no_family_imports_a_face():
     assert layer_violations()["family"] == []
 

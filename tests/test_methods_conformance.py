@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from speculative.exact import chi_square_pvalue, exact_continuations, sample_continuations
+from oracle import chi_square_pvalue, enumerate_laws, exact_continuations, sample_continuations
 
 import decodelab as dl
 from decodelab.cli import build_parser
@@ -330,8 +330,8 @@ def test_lossless_method_samples_the_exact_law(name, peaky, peaky_draft):
         # (decodelab/constrain/awrs.py); without truncation both are the masked law
         sampler = {"temperature": 0.9}
         grammar = compile_grammar(peaky, regex=m.example["regex"])
-        exact = masked_continuations(peaky, PROMPT, grammar, 2, **sampler)
-        control = masked_continuations(peaky, PROMPT, grammar, 2, temperature=1.6)
+        exact = enumerate_laws(peaky, PROMPT, grammar, 2, keep_incomplete=True, **sampler)[0]
+        control = enumerate_laws(peaky, PROMPT, grammar, 2, keep_incomplete=True, temperature=1.6)[0]
     else:
         exact = exact_continuations(peaky, PROMPT, 2, **sampler)
         control = exact_continuations(peaky, PROMPT, 2, temperature=1.6, top_k=8)
@@ -339,41 +339,6 @@ def test_lossless_method_samples_the_exact_law(name, peaky, peaky_draft):
     assert chi_square_pvalue(counts, exact) > PASS_LEVEL
     # power: the same samples are rejected against a law that differs as little as a wrong temperature
     assert chi_square_pvalue(counts, control) < FAIL_LEVEL
-
-
-def masked_continuations(lm, prompt: list[int], grammar, length: int, **sampler) -> dict:
-    """The locally constrained law of `length`-token continuations: mask, then the sampler
-    (as the loop does); a row ends at EOS or when the grammar cannot be extended."""
-    from decodelab.constrain.grammar import fill_masks, masks_to_bool
-    from decodelab.sampling import SamplingConfig, process_logits
-
-    config = SamplingConfig(**sampler)
-    out: dict = {}
-    frontier = [((), 1.0)]
-    for _ in range(length):
-        nxt = []
-        for prefix, mass in frontier:
-            matcher = grammar.matcher()
-            assert matcher.consume_tokens(list(prefix))
-            allowed = masks_to_bool(fill_masks([(matcher, 0, [])], 1, grammar), grammar)[0]
-            with torch.inference_mode():
-                logits = lm.model(torch.tensor([prompt + list(prefix)])).logits[:, -1].float()
-            probs = process_logits(logits.masked_fill(~allowed, float("-inf")), config).softmax(-1)[0].double()
-            for token in torch.nonzero(probs > 0).flatten().tolist():
-                seq = prefix + (token,)
-                done = token in lm.eos_token_ids
-                if not done:
-                    after = grammar.matcher()
-                    after.consume_tokens(list(seq))
-                    done = after.is_stopped()
-                if done:
-                    out[seq] = out.get(seq, 0.0) + mass * float(probs[token])
-                else:
-                    nxt.append((seq, mass * float(probs[token])))
-        frontier = nxt
-    for seq, mass in frontier:
-        out[seq] = out.get(seq, 0.0) + mass
-    return out
 
 
 def test_observer_adds_record_columns_on_every_surface(target, client, capsys):

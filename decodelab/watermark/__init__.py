@@ -10,7 +10,8 @@ Example:
 """
 
 from .blackbox import blackbox_generate, blackbox_score, blackbox_select
-from .detect import Detection, detect
+from .detect import detect
+from .detection import Detection
 from .keys import EmptyText, ForeignTokens, InvalidKey, WatermarkError
 from .schemes import SCHEMES, WatermarkVerifier, generate
 

@@ -9,12 +9,11 @@ probability (the obvious reading of DySpec) is the negative control: the same te
 from __future__ import annotations
 
 import pytest
+from oracle import chi_square_pvalue, exact_continuations, sample_continuations
 
 import decodelab as dl
 from decodelab.speculative import DraftTree
 from decodelab.speculative.draft_tree import DraftTree as _DraftTree
-
-from .exact import chi_square_pvalue, exact_continuations, sample_continuations
 
 PROMPT = [1, 4, 5, 6, 7]
 SAMPLER = {"temperature": 0.9}
