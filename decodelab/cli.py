@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from .errors import DecodelabError, InvalidOption
+from .sampling.options import add_flags
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -30,21 +31,6 @@ def parse_value(value: str) -> Any:
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
-
-
-def _add_spec_flag(group: Any, spec: Any) -> None:
-    """One CLI flag from an option spec: the same name, type, range and help as everywhere."""
-    text = spec.help + (f" ({spec.describe_range()})" if spec.describe_range() else "")
-    if spec.kind == "bool":
-        group.add_argument(_flag(spec.name), dest=spec.name, action=argparse.BooleanOptionalAction, default=None,
-                           help=text)
-    elif spec.file:
-        group.add_argument(_flag(spec.name), dest=spec.name, default=None, metavar="FILE", help=text)
-    elif spec.kind == "choice":
-        group.add_argument(_flag(spec.name), dest=spec.name, default=None, choices=spec.choices, help=text)
-    else:
-        kind = {"int": int, "float": float}.get(spec.kind, str)
-        group.add_argument(_flag(spec.name), dest=spec.name, type=kind, default=None, help=text)
 
 
 def _cli_specs() -> list[tuple[str, list[Any]]]:
@@ -73,9 +59,7 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model pack name, HF folder or .gguf file (default: packaged SmolLM2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
     for title, specs in _cli_specs():
-        group = parser.add_argument_group(title)
-        for spec in specs:
-            _add_spec_flag(group, spec)
+        add_flags(parser.add_argument_group(title), specs)
     parser.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
     parser.add_argument("--logit-bias", action="append", type=_key_value, default=None, metavar="TOKEN=BIAS",
                         help="add BIAS to TOKEN's logit (repeatable)")

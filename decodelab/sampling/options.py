@@ -215,3 +215,22 @@ def parse_cli_value(text: str) -> Any:
         except ValueError:
             pass
     return text
+
+
+def add_flags(group: Any, specs: list[OptionSpec]) -> None:
+    """argparse flags from option specs: the same name (dashes for underscores), type, range and help
+    as in Python and the server. Booleans get --name / --no-name; file options take a path."""
+    import argparse
+
+    for spec in specs:
+        flag = "--" + spec.name.replace("_", "-")
+        text = spec.help + (f" ({spec.describe_range()})" if spec.describe_range() else "")
+        if spec.kind == "bool":
+            group.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif spec.file:
+            group.add_argument(flag, dest=spec.name, default=None, metavar="FILE", help=text)
+        elif spec.kind == "choice":
+            group.add_argument(flag, dest=spec.name, default=None, choices=spec.choices, help=text)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(spec.kind, parse_cli_value)
+            group.add_argument(flag, dest=spec.name, type=kind, default=None, help=text)

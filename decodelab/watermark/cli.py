@@ -11,7 +11,11 @@ import json
 import sys
 from typing import Any
 
+from ..decoding.generate import GenerationOptions
 from ..errors import DecodelabError, InvalidOption
+from ..sampling.config import SamplingConfig
+from ..sampling.options import add_flags, option_specs
+from .schemes import DEFAULT_N, WatermarkOptions
 
 
 def add_watermark_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -21,19 +25,16 @@ def add_watermark_parser(subparsers: Any) -> argparse.ArgumentParser:
     gen.add_argument("prompt")
     detect = sub.add_parser("detect", help="p-value per text (one JSON object per line)")
     detect.add_argument("file", help="one text per line, or a JSON list of texts / token-id lists ('-' = stdin)")
+    # the generation side's flags come from the option definitions (as `decodelab generate`'s do)
+    shared = [s for s in option_specs(WatermarkOptions) if s.name in ("n", "gamma")]
     for p in (gen, detect):
-        p.add_argument("--key", required=True, help="the secret watermark key")
+        p.add_argument("--key", required=True, help="the secret watermark key (text)")
         p.add_argument("--scheme", default="exp", help="exp | its | kgw (detect also: blackbox)")
         p.add_argument("--model", default=None, help="model name or path (default: the packaged model)")
-        p.add_argument("--n", type=int, default=256, help="key sequence length (EXP/ITS)")
-        p.add_argument("--gamma", type=float, default=None, help="KGW: green fraction (default 0.25)")
-    gen.add_argument("--max-new-tokens", type=int, default=None)
-    gen.add_argument("--temperature", type=float, default=None)
-    gen.add_argument("--top-k", type=int, default=None)
-    gen.add_argument("--top-p", type=float, default=None)
-    gen.add_argument("--seed", type=int, default=None)
-    gen.add_argument("--shift", type=int, default=None, help="key shift (default: random)")
-    gen.add_argument("--delta", type=float, default=2.0, help="KGW logit bias")
+        add_flags(p, shared)
+    add_flags(gen, [s for s in option_specs(WatermarkOptions) if s.name in ("shift", "delta")])
+    add_flags(gen.add_argument_group("generation"), [s for s in option_specs(GenerationOptions) if s.cli])
+    add_flags(gen.add_argument_group("sampling"), [s for s in option_specs(SamplingConfig) if s.cli])
     gen.add_argument("--json", action="store_true", help="print a JSON object instead of the text")
     detect.add_argument("--resamples", type=int, default=1000, help="permutation-test resamples (EXP/ITS)")
     detect.add_argument("--stop-after", type=int, default=None, help="stop resampling after this many null hits")
@@ -79,19 +80,17 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidOption("--gamma is KGW's green fraction; the EXP/ITS detection gap cost is --gap-cost")
     lm = dl.load(args.model) if args.model else dl.load()
     if args.watermark_command == "generate":
-        options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
-                   "top_p": args.top_p, "seed": args.seed}
-        options = {k: v for k, v in options.items() if v is not None}
-        extra = {"gamma": args.gamma} if args.gamma is not None else {}
-        out = generate(lm, args.prompt, key=args.key, scheme=args.scheme, n=args.n, shift=args.shift,
-                       delta=args.delta, **extra, **options)
+        names = [s.name for spec_type in (WatermarkOptions, GenerationOptions, SamplingConfig)
+                 for s in option_specs(spec_type) if s.cli]  # key included
+        options = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+        out = generate(lm, args.prompt, scheme=args.scheme, **options)
         if args.json:
             print(json.dumps({"text": out.text, "token_ids": out.token_ids, "scheme": args.scheme}))
         else:
             print(out.text)
         return 0
     texts = _read_texts(args.file)
-    options: dict[str, Any] = {"n": args.n, "resamples": args.resamples, "stop_after": args.stop_after,
+    options: dict[str, Any] = {"n": args.n or DEFAULT_N, "resamples": args.resamples, "stop_after": args.stop_after,
                                "block": args.block, "edit": not args.no_edit, "seed": args.seed}
     if args.gamma is not None:
         options["green_fraction"] = args.gamma
