@@ -92,6 +92,29 @@ class Run:
             yield [StepEvent(i, list(out.token_ids), out.text, True, list(out.records), out)
                    for i, out in enumerate(self.outputs())]
 
+    @property
+    def joinable(self) -> bool:
+        """Whether new prompts may join this run while it runs (plain decoding: no method keeps
+        per-row state that joining rows would need)."""
+        p = self.parts
+        return (p.proposer is None and p.verifier is None and p.constraint is None and p.row_policy is None
+                and p.prompt_hook is None and not p.observers and self.state.active != [])
+
+    def join(self, prompts: list[list[int]], row_seeds: list[tuple[int | None, int]]) -> list[int]:
+        """Add prompts (token ids, two or more each) to the running batch (continuous batching);
+        each draws the random stream it would have drawn alone. Returns their output indices."""
+        if not self.joinable:
+            raise InvalidOption("only plain decoding runs take new prompts while running")
+        generators = [g for seed, count in row_seeds for g in row_generators(seed, count)]
+        if len(generators) != len(prompts):
+            raise ValueError("row_seeds must cover the joining prompts")
+        for ids in prompts:
+            self.state.seq.check_room(len(ids))
+        added = self.state.add_rows(prompts, generators)
+        self.prefixes += [""] * len(prompts)
+        self._skip += [""] * len(prompts)
+        return added
+
     def finish(self, output: int, reason: str) -> None:
         """End an output early (client gone, time limit): its rows stop at the next step."""
         for i in self.state.active:

@@ -36,6 +36,7 @@ class RowState:
     stats: GenerationStats = field(default_factory=GenerationStats)
     finish_reason: str | None = None
     text: IncrementalText | None = None
+    started: float = field(default_factory=time.perf_counter)  # rows may join a running batch
 
 
 @dataclass
@@ -79,6 +80,33 @@ class DecodeState:
         # the pending token, or the prompt's last token on the first step), for proposers that
         # learn from every forward (token recycling)
         self.forwarded: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def add_rows(self, prompts: list[list[int]], generators: list[torch.Generator]) -> list[int]:
+        """Rows that join the running batch (continuous batching): each prompt but its last token
+        is prefilled and merged into the cache, the last token is pending, so the next step
+        scores the row's first new token. Returns the new row indices. Only for plain decoding:
+        proposers, constraints and row policies keep per-row state that is not extended here.
+        """
+        if any(len(p) < 2 for p in prompts):
+            raise ValueError("a joining prompt needs at least two tokens")
+        start = time.perf_counter()
+        joining = Sequence(self.lm, [p[:-1] for p in prompts])
+        joining.few_row_path = self.seq.few_row_path
+        joining.prefill()
+        self.seq.append_rows(joining)
+        prefill_time = time.perf_counter() - start
+        added = []
+        for p, generator in zip(prompts, generators):
+            row = RowState(prompt_ids=list(p), text=IncrementalText(self.lm.tokenizer, self.rows[0].text.stop))
+            row.stats.prompt_tokens = len(p)
+            row.stats.prefill_time = prefill_time
+            row.stats.target_forwards = 1
+            self.rows.append(row)
+            self.groups.append(max(self.groups) + 1)
+            self.generators.append(generator)
+            self.active.append(len(self.rows) - 1)
+            added.append(len(self.rows) - 1)
+        return added
 
     # --- what proposers read
     def context(self, b: int) -> list[int]:
@@ -170,7 +198,7 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
             parents = policy.before_step(state)
             if parents is not None:
                 reorder_rows(state, parents, proposer)
-        budget = _draft_budget(state)
+        budget = _draft_budget(state, first)
         if budget is None:
             for i in state.active:
                 state.rows[i].finish_reason = "length"
@@ -216,9 +244,12 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
         _prune_finished(state, proposer)
         if not state.active:
             break
-        state.pending = torch.tensor([state.rows[i].output_ids[-1] for i in state.active], device=state.lm.device)
+        # rows that joined mid-run (continuous batching) have their last prompt token pending
+        state.pending = torch.tensor([(state.rows[i].output_ids or state.rows[i].prompt_ids)[-1]
+                                      for i in state.active], device=state.lm.device)
+    end = time.perf_counter()
     for row in state.rows:
-        row.stats.wall_time = time.perf_counter() - start
+        row.stats.wall_time = end - max(start, row.started)
 
 
 def _forward_proposal(state: DecodeState, prefill_logits: torch.Tensor | None, proposal: Proposal) -> torch.Tensor:
@@ -238,9 +269,9 @@ def _forward_proposal(state: DecodeState, prefill_logits: torch.Tensor | None, p
     return state.seq.forward(tokens)
 
 
-def _draft_budget(state: DecodeState) -> list[int] | None:
+def _draft_budget(state: DecodeState, first: bool) -> list[int] | None:
     """Per active row: how many drafts fit before max_new_tokens and the context end."""
-    pending = 0 if not state.rows[state.active[0]].output_ids else 1
+    pending = 0 if first else 1
     free = state.seq.room() - pending  # tokens the longest row's text can still take
     if free < 1:
         return None
@@ -336,7 +367,7 @@ def _copy_row(row: RowState) -> RowState:
     text = copy.copy(row.text)
     text.ids = list(row.text.ids)
     return RowState(list(row.prompt_ids), list(row.output_ids), list(row.records), copy.deepcopy(row.stats),
-                    row.finish_reason, text)
+                    row.finish_reason, text, row.started)
 
 
 def _prune_finished(state: DecodeState, proposer: Proposer | None) -> None:

@@ -207,6 +207,43 @@ class Sequence:
                 layer.values = layer.values[:, :, first:]
             self.slot_valid = self.slot_valid[:, first:]
 
+    def append_rows(self, other: Sequence) -> None:
+        """Add the rows of another prefilled sequence of the same model to this batch (continuous
+        batching: requests join a running batch). The cache with fewer slots is left-padded with
+        holes, so every row keeps its own positions and text.
+
+        Example:
+            >>> import decodelab as dl
+            >>> lm = dl.load("tiny-random", vocab_size=32)
+            >>> a, b = Sequence(lm, [[1, 5, 6]]), Sequence(lm, [[1, 7]])
+            >>> _ = a.prefill(); _ = b.prefill()
+            >>> a.append_rows(b); a.lengths()
+            [3, 2]
+        """
+        if other.lm.model is not self.lm.model:
+            raise ValueError("rows can only join a sequence of the same model")
+        width = max(self.num_slots, other.num_slots)
+
+        def left_pad(tensor: torch.Tensor, slots: int) -> torch.Tensor:
+            if not slots:
+                return tensor
+            shape = list(tensor.shape)
+            shape[2] = slots
+            return torch.cat([tensor.new_zeros(shape), tensor], 2)
+
+        for mine, theirs in zip(self.cache.layers, other.cache.layers):
+            for name in ("keys", "values"):
+                joined = torch.cat([left_pad(getattr(mine, name), width - self.num_slots),
+                                    left_pad(getattr(theirs, name), width - other.num_slots)], 0)
+                setattr(mine, name, joined)
+        holes = [torch.zeros(n, width - s, dtype=torch.bool, device=self.device)
+                 for n, s in ((self.batch_size, self.num_slots), (other.batch_size, other.num_slots))]
+        self.slot_valid = torch.cat([torch.cat([holes[0], self.slot_valid], 1),
+                                     torch.cat([holes[1], other.slot_valid.to(self.device)], 1)], 0)
+        self.next_pos = torch.cat([self.next_pos, other.next_pos.to(self.device)])
+        self.ids += [list(r) for r in other.ids]
+        self.batch_size += other.batch_size
+
     # ----------------------------------------------------------------- internals
     def _as_tensor(self, tokens: torch.Tensor | Seq[Seq[int]]) -> torch.Tensor:
         if not isinstance(tokens, torch.Tensor):

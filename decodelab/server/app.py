@@ -67,6 +67,7 @@ class ServerConfig:
     max_rows_per_request: int = 16  # prompts x n
     batch_wait: float = 0.01  # seconds the engine waits for more requests to batch
     completion_default_max_tokens: int = 16  # OpenAI's default for /v1/completions
+    continuous_batching: bool = True  # queued requests join a running batch between steps
 
 
 class _ClientGone(Exception):
@@ -85,7 +86,7 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
     """
     config = config or ServerConfig()
     engine = Engine(models, max_batch=config.max_batch, queue_size=config.queue_size, batch_wait=config.batch_wait,
-                    max_rows_per_request=config.max_rows_per_request)
+                    max_rows_per_request=config.max_rows_per_request, continuous=config.continuous_batching)
     _, CompletionRequest, ChatCompletionRequest = build_request_models()
     requests = metrics.RequestCounter()
     aliases = {k.lower(): v for k, v in (aliases or {}).items()}

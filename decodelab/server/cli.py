@@ -33,6 +33,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: $DECODELAB_API_KEY, else no key)")
     parser.add_argument("--max-batch", type=int, default=16, help="rows per batch (default 16)")
     parser.add_argument("--queue-size", type=int, default=256, help="queued requests before 429 (default 256)")
+    parser.add_argument("--continuous-batching", action=argparse.BooleanOptionalAction, default=True,
+                        help="queued requests join the running batch between steps (default on)")
     parser.add_argument("--max-tokens-limit", type=int, default=1024,
                         help="largest max_tokens a request may ask for (default 1024)")
     parser.add_argument("--timeout", type=float, default=120.0,
@@ -96,7 +98,8 @@ def run_serve_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
     models, aliases = load_models(model_names(args.model), threads=args.threads)
     config = ServerConfig(api_key=api_key, max_batch=args.max_batch, queue_size=args.queue_size,
-                          max_tokens_limit=args.max_tokens_limit, timeout=args.timeout)
+                          max_tokens_limit=args.max_tokens_limit, timeout=args.timeout,
+                          continuous_batching=args.continuous_batching)
     app = create_app(models, config, aliases=aliases)
     print(f"decodelab: serving {', '.join(models)} on http://{args.host}:{args.port} (viewer at /)", file=sys.stderr)
     serve(app, args.host, args.port, log_level=args.log_level)

@@ -141,6 +141,7 @@ class EngineStats:
     timed_out_rows: int = 0
     jobs_done: int = 0
     jobs_failed: int = 0
+    joined_jobs: int = 0  # jobs that joined a running batch (continuous batching)
     active_rows: int = 0
     recent: deque = field(default_factory=lambda: deque(maxlen=256))  # (end time, tokens, seconds)
 
@@ -163,7 +164,7 @@ class Engine:
     """
 
     def __init__(self, models: dict[str, LM], *, max_batch: int = 16, queue_size: int = 256,
-                 batch_wait: float = 0.01, max_rows_per_request: int = 16):
+                 batch_wait: float = 0.01, max_rows_per_request: int = 16, continuous: bool = True):
         if not models:
             raise InvalidOption("the engine needs at least one model")
         if max_batch < 1 or queue_size < 1:
@@ -173,6 +174,7 @@ class Engine:
         self.queue_size = queue_size
         self.batch_wait = batch_wait
         self.max_rows_per_request = max_rows_per_request
+        self.continuous = continuous
         self.stats = EngineStats()
         self._pending: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -325,7 +327,7 @@ class Engine:
         with self.stats.lock:
             self.stats.active_rows = len(run.state.rows)
         try:
-            outputs = self._run(run, rows)
+            outputs = self._run(run, rows, jobs)
         except Exception as exc:  # noqa: BLE001
             for job in jobs:
                 self._fail(job, _client_error(exc))
@@ -339,8 +341,9 @@ class Engine:
             job.send(("done", outputs[offset:offset + job.rows]))
             offset += job.rows
 
-    def _run(self, run: Any, rows: list[tuple[Job, int]]) -> list[GenerationOutput]:
-        """The shared loop; each step's tokens go to their jobs as they are accepted."""
+    def _run(self, run: Any, rows: list[tuple[Job, int]], jobs: list[Job]) -> list[GenerationOutput]:
+        """The shared loop; each step's tokens go to their jobs as they are accepted, and (continuous
+        batching) queued jobs with the same options join the running batch between steps."""
         finished: set[int] = set()
         for events in run.events():
             for event in events:
@@ -352,7 +355,44 @@ class Engine:
                           out.finish_reason if out is not None else None,
                           constraint_fields(out) if out is not None else None))
             self._apply_limits(run, rows, finished)
+            if self.continuous and run.joinable:
+                self._admit(run, rows, jobs)
         return run.outputs()
+
+    def _admit(self, run: Any, rows: list[tuple[Job, int]], jobs: list[Job]) -> None:
+        """Queued jobs with the running batch's key join it (up to `max_batch` active rows): each
+        row is prefilled and takes part from the next step on, drawing the random stream it would
+        have drawn alone."""
+        key = jobs[0].key
+        with self._cond:
+            room = self.max_batch - len(run.state.active)
+            joining = []
+            for job in list(self._pending):
+                if job.key == key and not job.alone and job.rows <= room:
+                    self._pending.remove(job)
+                    joining.append(job)
+                    room -= job.rows
+        if not joining:
+            return
+        now = time.monotonic()
+        for job in self._encode(joining):
+            if job.cancelled.is_set():
+                continue
+            if now > job.deadline:
+                job.send(("error", QueueTimeout("the request timed out while waiting in the queue")))
+                continue
+            ids = [job.prompt_ids[r // job.n] for r in range(job.rows)]
+            if any(len(p) < 2 for p in ids):  # nothing to prefill before the pending token: next batch
+                with self._cond:
+                    self._pending.appendleft(job)
+                continue
+            run.join(ids, [(job.seed, job.rows)])
+            rows.extend((job, r) for r in range(job.rows))
+            jobs.append(job)
+            job.send(("started", [len(p) for p in job.prompt_ids]))
+            with self.stats.lock:
+                self.stats.joined_jobs += 1
+                self.stats.active_rows = len(run.state.active)
 
     def _apply_limits(self, run: Any, rows: list[tuple[Job, int]], finished: set[int]) -> None:
         """Finish outputs whose client left or whose time is up; the loop drops their rows next step."""

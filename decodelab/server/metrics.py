@@ -63,6 +63,8 @@ def render(requests: RequestCounter, engine: Engine, extra: dict[str, int] | Non
         metric("decodelab_speculative_acceptance_rate", "gauge", "Accepted / proposed draft tokens since start.",
                [("", float(rate))])
         metric("decodelab_jobs_completed_total", "counter", "Requests that ran to the end.", [("", s.jobs_done)])
+        metric("decodelab_jobs_joined_total", "counter", "Requests that joined a running batch.",
+               [("", s.joined_jobs)])
         metric("decodelab_jobs_failed_total", "counter", "Requests that failed in the engine.", [("", s.jobs_failed)])
         metric("decodelab_rows_cancelled_total", "counter", "Rows stopped because the client disconnected.",
                [("", s.cancelled_rows)])

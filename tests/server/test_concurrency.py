@@ -219,3 +219,33 @@ def test_api_key_guards_the_api_but_not_health_or_page():
             bad.models.list()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_request_joins_the_running_batch(continuous):
+    """Continuous batching: a request that arrives while a compatible batch runs joins it at the
+    next step (one batch in all) and still gets exactly the output it gets alone; with continuous
+    batching off it waits for the batch to end (two batches)."""
+    ref = tiny_model()
+    server = start(ServerConfig(max_batch=16, batch_wait=0.0, continuous_batching=continuous))
+    engine = server.app.state.engine
+    common = {"max_tokens": 160, "temperature": 1.0, "logit_bias": {"0": -100}}  # no EOS: a long first request
+    try:
+        results: dict = {}
+        first = _post_in_thread(server.url + "/v1/completions", {"prompt": "the cat sat", "seed": 1, **common},
+                                results, "first")
+        _wait_for(lambda: engine.stats.active_rows > 0)
+        second = _post_in_thread(server.url + "/v1/completions", {"prompt": "a dog ran", "seed": 2, **common},
+                                 results, "second")
+        first.join()
+        second.join()
+        metrics = _metrics(server)
+    finally:
+        server.stop()
+    assert results["first"][0] == results["second"][0] == 200
+    assert metrics["decodelab_batches_total"] == (1 if continuous else 2)
+    assert metrics["decodelab_jobs_joined_total"] == (1 if continuous else 0)
+    for key, prompt, seed in (("first", "the cat sat", 1), ("second", "a dog ran", 2)):
+        alone = dl.generate(ref, prompt, chat=False, max_new_tokens=160, temperature=1.0, seed=seed,
+                            logit_bias={0: -100})
+        assert results[key][1]["choices"][0]["text"] == alone.text
