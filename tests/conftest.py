@@ -8,17 +8,35 @@ Models:
 - `tiny_lm64`: vocabulary 64 with larger init, for engine (KV cache) tests.
 - `smol`: the packaged SmolLM2-135M-Instruct, loaded once per session (tests using it are slow).
 
+`DECODELAB_TEST_WEIGHTS=int4` (or int8/bf16) loads every tiny-random model of the run at that
+weight precision, to run the engine/speculative/decoding suites on the quantized path.
+
 Statistical helpers are plain functions here and exposed as fixtures (`gof`), so that test
 modules in any folder can use them without importing this file.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
 import pytest
 import scipy.stats
 
 import decodelab as dl
+
+TEST_WEIGHTS = os.environ.get("DECODELAB_TEST_WEIGHTS")
+if TEST_WEIGHTS:
+    _plain_load = dl.load
+
+    @functools.wraps(_plain_load)
+    def _load_at_test_weights(name=None, **kwargs):
+        if isinstance(name, str) and name.strip().lower() == "tiny-random":
+            kwargs.setdefault("weights", TEST_WEIGHTS)
+        return _plain_load(name, **kwargs)
+
+    dl.load = _load_at_test_weights
 
 TINY_PROMPT = [1, 4, 5, 6, 7]  # <bos> e t a o
 PASS_LEVEL = 1e-4  # a correct sampler fails a test at this level once in 10,000 runs

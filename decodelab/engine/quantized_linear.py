@@ -73,7 +73,7 @@ class Int4Linear(nn.Module):
         self.register_buffer("row_nibbles", _pack_nibbles(codes) if keep_rows else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(ACTIVATION_DTYPE)
+        flat = x.reshape(-1, self.in_features).to(ACTIVATION_DTYPE).contiguous()
         out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size, self.scales_and_zeros)
         if self.bias is not None:
             out = out + self.bias
@@ -83,11 +83,11 @@ class Int4Linear(nn.Module):
         """Float rows of W for the given row indices (needs keep_rows=True)."""
         if self.row_nibbles is None:
             raise RuntimeError("this Int4Linear keeps no row codes; build it with keep_rows=True")
-        codes = _unpack_nibbles(self.row_nibbles[rows]).to(ACTIVATION_DTYPE)
-        sz = self.scales_and_zeros[:, rows]  # [K/g, R, 2]
+        codes = _unpack_nibbles(self.row_nibbles[rows]).float()
+        sz = self.scales_and_zeros[:, rows].float()  # [K/g, R, 2]
         scale = sz[..., 0].transpose(0, 1).repeat_interleave(self.group_size, -1)
         zero = sz[..., 1].transpose(0, 1).repeat_interleave(self.group_size, -1)
-        return (codes - 8) * scale + zero
+        return ((codes - 8) * scale + zero).to(ACTIVATION_DTYPE)
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight this layer multiplies by (for tests and error reports)."""
@@ -117,14 +117,14 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().to(ACTIVATION_DTYPE))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).to(ACTIVATION_DTYPE)
+        flat = x.reshape(-1, self.in_features).to(ACTIVATION_DTYPE).contiguous()
         out = torch.ops.aten._weight_int8pack_mm(flat, self.codes, self.scales)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def dequantize_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.codes[rows].to(ACTIVATION_DTYPE) * self.scales[rows, None]
+        return (self.codes[rows].float() * self.scales[rows, None].float()).to(ACTIVATION_DTYPE)
 
     def dequantize(self) -> torch.Tensor:
         return self.codes.float() * self.scales.float()[:, None]
