@@ -63,6 +63,7 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--spec-option", action="append", type=_key_value, default=None, metavar="KEY=VALUE",
                         help="option of the speculative method, e.g. k=8 (repeatable)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--weights", default="auto", help="weight precision: auto (a GGUF file's own: int4/int8, bf16 activations), int4, int8, bf16, fp32")
     from .constrain.api import add_constraint_flags
 
     add_constraint_flags(parser)
@@ -98,7 +99,7 @@ def speculative_from_args(args: argparse.Namespace, lm) -> Any:
 def _load(args: argparse.Namespace):
     from . import load
 
-    return load(args.model, threads=args.threads)
+    return load(args.model, threads=args.threads, weights=getattr(args, "weights", "auto"))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
