@@ -60,6 +60,7 @@ def load(name: str | os.PathLike | None = None, *, weights: str = "auto", thread
 
 
 def _with_weights(lm: LM, weights: str, gguf_path: Path | None) -> LM:
+    lm.gguf_path = gguf_path
     report = apply_weights(lm.model, weights, gguf_path)
     lm.weights = report.weights
     lm.weights_report = report
@@ -79,7 +80,7 @@ def _load_uncached(name: str | os.PathLike, *, weights: str, progress: bool) -> 
             quiet_transformers()
             gguf_cache.convert(parts, folder, progress=progress)
         lm = _load_hf_folder(folder, name=pack.name)
-        return _with_weights(lm, weights, gguf_cache.joined(parts) if weights in ("auto", "int4") else parts[0])
+        return _with_weights(lm, weights, gguf_cache.joined(parts))
     path = Path(name).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem)[:60]

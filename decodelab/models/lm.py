@@ -32,6 +32,7 @@ class LM:
     eos_token_ids: frozenset[int] = field(default_factory=frozenset)
     weights: str = "fp32"  # weight precision as loaded (models.weights); set by load()
     weights_report: Any = None
+    gguf_path: Any = None  # the GGUF file the weights came from, if any
 
     def __post_init__(self) -> None:
         self.model.eval()
