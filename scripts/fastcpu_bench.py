@@ -8,6 +8,7 @@ fp32 (first divergence position); perplexity on held-out text (not in the prompt
 
 Usage: python scripts/fastcpu_bench.py MODEL [--prompts 6] [--tokens 64] [--threads 2] [--json out.json]
 Peak memory per precision: python scripts/fastcpu_bench.py MODEL --memory WEIGHTS (one load per process).
+Verify cost t(n), n = 1..16, per precision: python scripts/fastcpu_bench.py MODEL --tn
 """
 
 from __future__ import annotations
@@ -100,8 +101,22 @@ def main() -> None:
     parser.add_argument("--no-llama", action="store_true")
     parser.add_argument("--memory", default=None, help="only load at this precision and report peak RSS")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--tn", action="store_true", help="only measure t(n) for n = 1..16 per precision")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.tn:
+        from decodelab.speculative.cost import verify_cost_curve
+
+        sizes = tuple(range(1, 17))
+        print(f"{args.model}, {args.threads} threads, context 256, ms (fastest of 3); load average "
+              f"{os.getloadavg()[0]:.1f}")
+        print("| weights | " + " | ".join(f"n={n}" for n in sizes) + " |")
+        print("|---|" + "---:|" * len(sizes))
+        for w in args.precisions.split(","):
+            curve = verify_cost_curve(dl.load(args.model, weights=w), sizes=sizes, use_cache=False)
+            print(f"| {w} | " + " | ".join(f"{1000 * curve[n]:.1f}" for n in sizes) + " |", flush=True)
+        print(f"load average after: {os.getloadavg()[0]:.1f}")
+        return
     if args.memory:
         start = time.perf_counter()
         lm = dl.load(args.model, weights=args.memory)

@@ -6,7 +6,8 @@ Models:
   sampling bugs change it visibly and EOS matters in multi-token enumerations.
 - `tiny_lm_greedy`: same size, seed 2: EOS is unlikely after the prompt, so greedy runs are long.
 - `tiny_lm64`: vocabulary 64 with larger init, for engine (KV cache) tests.
-- `smol`: the packaged SmolLM2-135M-Instruct, loaded once per session (tests using it are slow).
+- `smol`: the packaged SmolLM2-135M-Instruct at `weights="fp32"` (the float32 model that HF's
+  generate and fresh-forward comparisons need), loaded once per session (tests using it are slow).
 
 `DECODELAB_TEST_WEIGHTS=int4` (or int8/bf16) loads every tiny-random model of the run at that
 weight precision, to run the engine/speculative/decoding suites on the quantized path.
@@ -130,8 +131,8 @@ def tiny_lm64() -> dl.LM:
 
 @pytest.fixture(scope="session")
 def smol() -> dl.LM:
-    """The packaged SmolLM2-135M-Instruct (about 3 s to load from the safetensors cache)."""
-    return dl.load()
+    """The packaged SmolLM2-135M-Instruct in float32 (about 3 s to load from the safetensors cache)."""
+    return dl.load(weights="fp32")
 
 
 def _load_exact_reference():
