@@ -188,9 +188,9 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---|---|")
     for r in rows:
         ms = r["ms_per_token"]
+        floor = f"{r['weight_bytes'] / 1e6:.0f} | {r['floor_ms']:.1f}" if "weight_bytes" in r else "- | -"
         print(f"| {r['method']} | {ms:.1f} | {hf / ms if hf else float('nan'):.2f}x | "
-              f"{ms / llama if llama else float('nan'):.2f}x | "
-              f"{r.get('weight_bytes', 0) / 1e6:.0f} | {r.get('floor_ms', float('nan')):.1f} | "
+              f"{ms / llama if llama else float('nan'):.2f}x | {floor} | "
               f"{r.get('identical_prompts', '-')}/{len(suite)} | {r.get('first_divergence', '-')} | "
               f"{r.get('perplexity', '-')} |")
 
