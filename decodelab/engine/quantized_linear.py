@@ -33,25 +33,39 @@ def int4_shape_ok(out_features: int, in_features: int, group_size: int) -> bool:
     return group_size in INT4_GROUP_SIZES and out_features % 16 == 0 and in_features % group_size == 0
 
 
+CHUNK_ROWS = 4096  # quantize in row chunks: float temporaries stay small for 100k-row heads
+
+
 def quantize_int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Asymmetric min/max 4-bit codes per group: returns (codes [N, K] uint8 in 0..15,
     scales [N, K/g], zeros [N, K/g]) with weight ~ (codes - 8) * scale + zero."""
     n, k = weight.shape
-    groups = weight.float().reshape(n, k // group_size, group_size)
-    low = groups.amin(-1)
-    high = groups.amax(-1)
-    scale = ((high - low) / 15).clamp_min(1e-12)
-    codes = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15)
-    zero = low + 8 * scale
-    return codes.reshape(n, k).to(torch.uint8), scale, zero
+    codes = torch.empty(n, k, dtype=torch.uint8)
+    scales = torch.empty(n, k // group_size)
+    zeros = torch.empty(n, k // group_size)
+    for start in range(0, n, CHUNK_ROWS):
+        rows = slice(start, min(start + CHUNK_ROWS, n))
+        groups = weight[rows].float().reshape(-1, k // group_size, group_size)
+        low = groups.amin(-1)
+        scale = ((groups.amax(-1) - low) / 15).clamp_min(1e-12)
+        codes[rows] = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).reshape(-1, k).to(torch.uint8)
+        scales[rows] = scale
+        zeros[rows] = low + 8 * scale
+    return codes, scales, zeros
 
 
 def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Symmetric per-output-channel 8-bit codes: returns (codes [N, K] int8, scales [N])."""
-    weight = weight.float()
-    scale = (weight.abs().amax(-1) / 127).clamp_min(1e-12)
-    codes = (weight / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
-    return codes, scale
+    n, k = weight.shape
+    codes = torch.empty(n, k, dtype=torch.int8)
+    scales = torch.empty(n)
+    for start in range(0, n, CHUNK_ROWS):
+        rows = slice(start, min(start + CHUNK_ROWS, n))
+        chunk = weight[rows].float()
+        scale = (chunk.abs().amax(-1) / 127).clamp_min(1e-12)
+        codes[rows] = (chunk / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+        scales[rows] = scale
+    return codes, scales
 
 
 class Int4Linear(nn.Module):
