@@ -75,6 +75,8 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
                             type=_key_value, default=None, metavar="KEY=VALUE",
                             help=f"an option of the {slot.name} method (repeatable)")
     parser.add_argument("--draft", default=None, help="draft model for --spec draft (and the tree methods)")
+    parser.add_argument("--weights", default="auto", help="weight precision: auto (a GGUF file's own: int4/int8, "
+                        "bf16 activations), int4, int8, bf16, fp32")
 
 
 MAX_OPTION_FILE_CHARS = 1_000_000
@@ -136,7 +138,7 @@ def generation_options(args: argparse.Namespace) -> dict[str, Any]:
 def _load(args: argparse.Namespace):
     from . import load
 
-    return load(args.model, threads=args.threads)
+    return load(args.model, threads=args.threads, weights=getattr(args, "weights", "auto"))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

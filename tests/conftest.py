@@ -6,7 +6,11 @@ Models:
   sampling bugs change it visibly and EOS matters in multi-token enumerations.
 - `tiny_lm_greedy`: same size, seed 2: EOS is unlikely after the prompt, so greedy runs are long.
 - `tiny_lm64`: vocabulary 64 with larger init, for engine (KV cache) tests.
-- `smol`: the packaged SmolLM2-135M-Instruct, loaded once per session (tests using it are slow).
+- `smol`: the packaged SmolLM2-135M-Instruct at `weights="fp32"` (the float32 model that HF's
+  generate and fresh-forward comparisons need), loaded once per session (tests using it are slow).
+
+`DECODELAB_TEST_WEIGHTS=int4` (or int8/bf16) loads every tiny-random model of the run at that
+weight precision, to run the engine/speculative/decoding suites on the quantized path.
 
 Statistical helpers are exposed as a fixture (`gof`), so that test modules in any folder can use
 them without importing this file; the exact laws and the chi-square test live in tests/oracle.py.
@@ -14,11 +18,26 @@ them without importing this file; the exact laws and the chi-square test live in
 
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
 import pytest
 from oracle import chi_square_pvalue
 
 import decodelab as dl
+
+TEST_WEIGHTS = os.environ.get("DECODELAB_TEST_WEIGHTS")
+if TEST_WEIGHTS:
+    _plain_load = dl.load
+
+    @functools.wraps(_plain_load)
+    def _load_at_test_weights(name=None, **kwargs):
+        if isinstance(name, str) and name.strip().lower() == "tiny-random":
+            kwargs.setdefault("weights", TEST_WEIGHTS)
+        return _plain_load(name, **kwargs)
+
+    dl.load = _load_at_test_weights
 
 TINY_PROMPT = [1, 4, 5, 6, 7]  # <bos> e t a o
 PASS_LEVEL = 1e-4  # a correct sampler fails a test at this level once in 10,000 runs
@@ -79,5 +98,5 @@ def tiny_lm64() -> dl.LM:
 
 @pytest.fixture(scope="session")
 def smol() -> dl.LM:
-    """The packaged SmolLM2-135M-Instruct (about 3 s to load from the safetensors cache)."""
-    return dl.load()
+    """The packaged SmolLM2-135M-Instruct in float32 (about 3 s to load from the safetensors cache)."""
+    return dl.load(weights="fp32")

@@ -47,6 +47,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
     parser.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i (default 0)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--weights", default="auto", help="weight precision: auto (a GGUF file's own: int4/int8, bf16 activations), int4, int8, bf16, fp32 (target and draft)")
     parser.add_argument("--out", default=None, help="output folder (default bench-out/<timestamp>)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: quick suite, {QUICK_MAX_NEW_TOKENS} new tokens, one short warm-up run")
@@ -68,12 +69,12 @@ def run_bench_command(args: argparse.Namespace) -> int:
         return 130
 
 
-def _load_model(name: str | None, threads: int | None):
+def _load_model(name: str | None, threads: int | None, weights: str = "auto"):
     from .. import load
 
     if name is not None and name.strip().lower() == "tiny-random":
-        return load("tiny-random", threads=threads, **TINY_RANDOM_OPTIONS)
-    return load(name, threads=threads)
+        return load("tiny-random", threads=threads, weights=weights, **TINY_RANDOM_OPTIONS)
+    return load(name, threads=threads, weights=weights)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -102,8 +103,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         methods = list(DEFAULT_METHODS) + (["hf-assisted"] if args.draft else [])
 
-    lm = _load_model(args.model, args.threads)
-    draft = _load_model(args.draft, args.threads) if args.draft else None
+    lm = _load_model(args.model, args.threads, args.weights)
+    draft = _load_model(args.draft, args.threads, args.weights) if args.draft else None
     built = make_methods(methods, lm, draft=draft, method_options=options)
 
     out_dir = Path(args.out) if args.out else Path("bench-out") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")

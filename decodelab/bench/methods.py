@@ -8,6 +8,7 @@ Built-in methods:
   10 tokens per lookup.
 - `hf-assisted`: HF assisted generation with a draft model, i.e. speculative decoding (Y. Leviathan,
   M. Kalman, Y. Matias, 2023, "Fast Inference from Transformers via Speculative Decoding").
+- `llama-cpp`: llama.cpp on the model's GGUF file (optional extra `llama-cpp`; see `llama_cpp`).
 
 Any other name is a registered method (`decodelab methods`), run through `dl.generate` like every
 other surface: speculative methods are built once by `decodelab.speculative.make(name, target=...,
@@ -34,7 +35,7 @@ from ..errors import DecodelabError, InvalidOption
 from ..models.lm import LM, Message
 from ..sampling.config import SamplingConfig
 
-BUILTIN_METHODS = ("plain", "hf", "hf-prompt-lookup", "hf-assisted")
+BUILTIN_METHODS = ("plain", "hf", "hf-prompt-lookup", "hf-assisted", "llama-cpp")
 PROMPT_LOOKUP_TOKENS = 10
 
 
@@ -108,7 +109,7 @@ class BenchMethod:
 
     name: str
     run: Callable[[list[Message], RunSettings], MethodRun]
-    kind: str = "decodelab"  # "decodelab" or "hf"
+    kind: str = "decodelab"  # "decodelab", "hf" or "llama.cpp"
     lossless: bool = True
     description: str = ""
 
@@ -200,6 +201,11 @@ def make_method(name: str, lm: LM, *, draft: LM | None = None,
             raise BenchMethodError("bench method 'hf-assisted' needs a draft model other than the target")
         return BenchMethod(name, _hf_runner(lm, assistant=draft), kind="hf",
                            description=f"Hugging Face assisted generation (draft {draft.name})")
+    if name == "llama-cpp":
+        from .llama_cpp import llama_cpp_runner
+
+        return BenchMethod(name, llama_cpp_runner(lm), kind="llama.cpp", lossless=False,
+                           description="llama.cpp on the same GGUF file")
     # "prompt-lookup:k=4:adaptive=true" gives this method its own options on top of the shared ones
     base, _, own = name.partition(":")
     options = dict(method_options or {})

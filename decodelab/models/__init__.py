@@ -18,20 +18,24 @@ from . import gguf_cache
 from .lm import LM, Message, Prompt
 from .registry import DEFAULT_MODEL, PACKS, ModelPack, cache_dir, find_pack, installed_packs, pull
 from .tiny import load_tiny_random
+from .weights import WEIGHTS, apply_weights, check_weights
 
 __all__ = [
     "LM", "Message", "Prompt", "load", "pull", "PACKS", "ModelPack", "DEFAULT_MODEL",
-    "installed_packs", "cache_dir", "load_tiny_random",
+    "installed_packs", "cache_dir", "load_tiny_random", "WEIGHTS",
 ]
 
 _LOADED: dict[tuple, LM] = {}
 
 
-def load(name: str | os.PathLike | None = None, *, threads: int | None = None, cache: bool = True,
-         progress: bool = True, **options: Any) -> LM:
+def load(name: str | os.PathLike | None = None, *, weights: str = "auto", threads: int | None = None,
+         cache: bool = True, progress: bool = True, **options: Any) -> LM:
     """Load a model by pack name, path (HF folder or .gguf) or `"tiny-random"`.
 
-    Loaded packs and paths are memoised per process (`cache=False` loads afresh).
+    `weights` is the weight precision: "auto" (a GGUF model's own: int4/int8 with bfloat16
+    activations; fp32 for other models), "int4", "int8", "bf16" or "fp32" (see `models.weights`).
+    `lm.weights_report` says how each weight was stored.
+    Loaded packs and paths are memoised per process, per precision (`cache=False` loads afresh).
 
     Example:
         >>> import decodelab as dl
@@ -41,20 +45,29 @@ def load(name: str | os.PathLike | None = None, *, threads: int | None = None, c
     if threads is not None:
         torch.set_num_threads(int(threads))
     name = DEFAULT_MODEL if name is None else name
+    weights = check_weights(weights)
     if isinstance(name, str) and name.strip().lower() == "tiny-random":
-        return load_tiny_random(**options)
+        return _with_weights(load_tiny_random(**options), weights, None)
     if options:
         raise InvalidOption(f"options {sorted(options)} only apply to tiny-random")
-    key = (str(name),)
+    key = (str(name), weights)
     if cache and key in _LOADED:
         return _LOADED[key]
-    lm = _load_uncached(name, progress=progress)
+    lm = _load_uncached(name, weights=weights, progress=progress)
     if cache:
         _LOADED[key] = lm
     return lm
 
 
-def _load_uncached(name: str | os.PathLike, *, progress: bool) -> LM:
+def _with_weights(lm: LM, weights: str, gguf_path: Path | None) -> LM:
+    lm.gguf_path = gguf_path
+    report = apply_weights(lm.model, weights, gguf_path)
+    lm.weights = report.weights
+    lm.weights_report = report
+    return lm
+
+
+def _load_uncached(name: str | os.PathLike, *, weights: str, progress: bool) -> LM:
     if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
         raise ModelNotFound("a model name must be a non-empty string or path")
     pack = find_pack(str(name)) if isinstance(name, str) else None
@@ -66,16 +79,17 @@ def _load_uncached(name: str | os.PathLike, *, progress: bool) -> LM:
         if not gguf_cache.is_cached(folder):
             quiet_transformers()
             gguf_cache.convert(parts, folder, progress=progress)
-        return _load_hf_folder(folder, name=pack.name)
+        lm = _load_hf_folder(folder, name=pack.name)
+        return _with_weights(lm, weights, gguf_cache.joined(parts))
     path = Path(name).expanduser()
     if path.is_file() and path.suffix == ".gguf":
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem)[:60]
         folder = gguf_cache.cached_folder(slug, [path])
         if not gguf_cache.is_cached(folder):
             gguf_cache.convert([path], folder, progress=progress)
-        return _load_hf_folder(folder, name=str(path))
+        return _with_weights(_load_hf_folder(folder, name=str(path)), weights, path)
     if path.is_dir() and (path / "config.json").exists():
-        return _load_hf_folder(path, name=str(path))
+        return _with_weights(_load_hf_folder(path, name=str(path)), weights, None)
     if path.is_dir():
         raise ModelNotFound(f"'{name}' is a folder without config.json, not a Hugging Face model folder")
     known = ", ".join(["tiny-random", *PACKS])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,6 +31,24 @@ def cache_key(gguf_files: list[Path]) -> str:
 
 def cached_folder(slug: str, gguf_files: list[Path]) -> Path:
     return cache_dir() / "models" / f"{slug}-{cache_key(gguf_files)}"
+
+
+def joined(gguf_files: list[Path]) -> Path:
+    """One GGUF file for split parts (joined once into the cache; a single file is returned as is).
+    The quantized loaders read the file's own codes from it (`weights="auto"/"int4"`)."""
+    if len(gguf_files) == 1:
+        return gguf_files[0]
+    target = cache_dir() / "gguf-v1" / f"{gguf_files[0].stem}-{cache_key(gguf_files)}.gguf"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".partial-{os.getpid()}")
+    with open(partial, "wb") as out:
+        for part in gguf_files:
+            with open(part, "rb") as src:
+                shutil.copyfileobj(src, out, 16 << 20)
+    partial.rename(target)
+    return target
 
 
 def is_cached(folder: Path) -> bool:

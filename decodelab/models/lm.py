@@ -30,6 +30,9 @@ class LM:
     name: str
     chat: bool = False
     eos_token_ids: frozenset[int] = field(default_factory=frozenset)
+    weights: str = "fp32"  # weight precision as loaded (models.weights); set by load()
+    weights_report: Any = None
+    gguf_path: Any = None  # the GGUF file the weights came from, if any
 
     def __post_init__(self) -> None:
         self.model.eval()
@@ -43,12 +46,14 @@ class LM:
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        """The activation dtype (bfloat16 for int4/int8/bf16 weights); logits are always float32."""
+        return getattr(self.model, "_decodelab_dtype", None) or next(self.model.parameters()).dtype
 
     @property
     def vocab_size(self) -> int:
         """Width of the logits (may exceed the tokenizer's count of real tokens)."""
-        return int(self.model.get_output_embeddings().weight.shape[0])
+        head = self.model.get_output_embeddings()
+        return int(getattr(head, "out_features", None) or head.weight.shape[0])
 
     @property
     def context_length(self) -> int:
@@ -125,7 +130,7 @@ class LM:
         return self.tokenizer.decode([int(token_id)], skip_special_tokens=False)
 
     def __repr__(self) -> str:
-        return f"LM({self.name!r}, vocab={self.vocab_size}, layers={self.num_layers}, dtype={self.dtype})"
+        return f"LM({self.name!r}, vocab={self.vocab_size}, layers={self.num_layers}, weights={self.weights})"
 
 
 def _is_int(value: Any) -> bool:

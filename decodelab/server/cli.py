@@ -40,6 +40,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds a request may take, queueing included (default 120)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--weights", default="auto", help="weight precision: auto (a GGUF file's own: int4/int8, bf16 activations), int4, int8, bf16, fp32")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -63,7 +64,7 @@ def served_id(name: str) -> str:
     return path.stem if path.suffix == ".gguf" else path.name
 
 
-def load_models(names: list[str], *, threads: int | None = None) -> tuple[dict, dict[str, str]]:
+def load_models(names: list[str], *, threads: int | None = None, weights: str = "auto") -> tuple[dict, dict[str, str]]:
     """Load each model once; returns ({id: LM}, {alias: id})."""
     from ..models import load
     from ..models.registry import find_pack
@@ -73,7 +74,7 @@ def load_models(names: list[str], *, threads: int | None = None) -> tuple[dict, 
         key = served_id(name)
         if key in models:
             continue
-        models[key] = load(name, threads=threads)
+        models[key] = load(name, threads=threads, weights=weights)
         pack = find_pack(name)
         for alias in (pack.aliases if pack else ()):
             aliases[alias] = key
@@ -96,7 +97,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
     if args.host not in LOOPBACK and not api_key:
         print(f"warning: serving on {args.host} without an API key; anyone who can reach it can use it",
               file=sys.stderr)
-    models, aliases = load_models(model_names(args.model), threads=args.threads)
+    models, aliases = load_models(model_names(args.model), threads=args.threads, weights=args.weights)
     config = ServerConfig(api_key=api_key, max_batch=args.max_batch, queue_size=args.queue_size,
                           max_tokens_limit=args.max_tokens_limit, timeout=args.timeout,
                           continuous_batching=args.continuous_batching)

@@ -1,6 +1,6 @@
 """Measured verification cost t(n): time of one target forward over n new tokens.
 
-Measured once per model and machine (fastest of a few runs at a fixed context) and cached in
+Measured once per model, weight precision and machine (fastest of a few runs at a fixed context) and cached in
 the decodelab cache folder, so draft-length and tree-size choices follow this hardware rather
 than a GPU paper's constants.
 """
@@ -19,7 +19,8 @@ from ..models.registry import cache_dir
 
 
 def _cache_file(lm: LM, context: int):
-    tag = f"{lm.name}|{platform.processor() or platform.machine()}|{torch.get_num_threads()}|{context}"
+    weights = getattr(lm, "weights", "fp32")  # t(n) differs a lot between int4/int8/bf16/fp32 kernels
+    tag = f"{lm.name}|{weights}|{platform.processor() or platform.machine()}|{torch.get_num_threads()}|{context}"
     safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in tag)[:150]
     return cache_dir() / "cost" / f"{safe}.json"
 

@@ -35,7 +35,7 @@ class TrimmedHead(nn.Module):
         return torch.empty(self.vocab_size, 0)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        scores = hidden @ self.weight_subset.T
+        scores = hidden.to(self.weight_subset.dtype) @ self.weight_subset.T  # bf16 hidden with int4/int8 heads
         out = torch.full((*hidden.shape[:-1], self.vocab_size), float("-inf"), dtype=scores.dtype, device=scores.device)
         return out.index_copy(-1, self.token_ids, scores)
 

@@ -81,4 +81,4 @@ def test_packaged_model_loads_with_chat_template(smol):
     ids = smol.encode("Hi")
     assert ids == smol.encode([{"role": "user", "content": "Hi"}])
     assert ids != smol.encode("Hi", chat=False)
-    assert dl.load() is smol  # memoised per process
+    assert dl.load(weights="fp32") is smol  # memoised per process and precision

@@ -82,7 +82,7 @@ def test_best_of_returns_the_most_likely_of_independent_samples(peaky):
 
 @pytest.mark.slow
 def test_beam_search_equals_hugging_face_on_smollm2_for_ten_prompts():
-    lm = dl.load()
+    lm = dl.load(weights="fp32")  # token equality with HF is asserted on the float32 model
     for prompt in PROMPTS:
         ids = lm.tokenizer(prompt)["input_ids"]
         out = dl.generate(lm, ids, num_beams=4, max_new_tokens=16)

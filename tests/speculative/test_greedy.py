@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import decodelab as dl
 from decodelab.speculative import DraftLength, DraftModel, LayerSkip, PromptLookup, VocabTrim
 
 from .cases import PROMPTS, qwen_installed
+
+QUANTIZED_RUN = os.environ.get("DECODELAB_TEST_WEIGHTS", "fp32") != "fp32"
+bf16_batch_skip = pytest.mark.skipif(
+    QUANTIZED_RUN, reason="bfloat16 activations: a padded batch rounds differently from a single row, "
+                          "so near-ties may break differently (not a claim at bf16)")
 
 
 def _methods(target, draft):
@@ -34,6 +41,7 @@ def test_greedy_speculative_equals_plain_greedy(tiny, tiny_draft, method):
         assert fast.text == plain.text
 
 
+@bf16_batch_skip
 @pytest.mark.parametrize("method", ["prompt-lookup", "draft", "layer-skip"])
 def test_greedy_speculative_batch_equals_single(tiny, tiny_draft, method):
     spec = _methods(tiny, tiny_draft)[method]

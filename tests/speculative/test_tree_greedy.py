@@ -3,6 +3,8 @@ cache after accepting a tree path scores the text exactly like a fresh forward."
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -12,6 +14,11 @@ from decodelab.speculative.draft_tree import DraftTree
 from decodelab.speculative.token_recycling import TokenRecycling
 
 from .cases import PROMPTS, qwen_installed
+
+QUANTIZED_RUN = os.environ.get("DECODELAB_TEST_WEIGHTS", "fp32") != "fp32"
+bf16_batch_skip = pytest.mark.skipif(
+    QUANTIZED_RUN, reason="bfloat16 activations: a padded batch rounds differently from a single row, "
+                          "so near-ties may break differently (not a claim at bf16)")
 
 
 def _methods(target, draft):
@@ -43,6 +50,7 @@ def test_greedy_tree_equals_plain_greedy(tiny, tiny_draft, method):
         assert accepted > 10  # the test must exercise accepted tree paths, not just corrections
 
 
+@bf16_batch_skip
 @pytest.mark.parametrize("method", ["token-recycling", "rsd-self", "dyspec-self"])
 def test_greedy_tree_batch_equals_single(tiny, tiny_draft, method):
     outs = dl.generate(tiny, PROMPTS, max_new_tokens=20, temperature=0, speculative=_methods(tiny, tiny_draft)[method]())
@@ -58,7 +66,8 @@ def _assert_logprobs_match_fresh_forward(lm, outs):
         fresh = logits.log_softmax(-1)[len(out.prompt_token_ids) - 1 : -1]
         expected = fresh.gather(-1, torch.tensor(out.token_ids)[:, None]).squeeze(-1)
         recorded = torch.tensor([r.logprob for r in out.records])
-        assert torch.allclose(recorded, expected, atol=2e-3), (recorded - expected).abs().max()
+        atol = 0.15 if QUANTIZED_RUN else 2e-3  # bfloat16 activations: a few ulps of the logits
+        assert torch.allclose(recorded, expected, atol=atol), (recorded - expected).abs().max()
 
 
 @pytest.mark.parametrize("method", ["rsd-self", "token-recycling", "dyspec-self"])

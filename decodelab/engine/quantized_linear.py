@@ -1,0 +1,185 @@
+"""Weight-only quantized linear and embedding layers that call PyTorch's packed CPU kernels.
+
+Technique: weight-only quantization with group-wise affine 4-bit codes (as in GPTQ/AWQ-style
+"w4a16" inference, Frantar et al. 2022, "GPTQ"; Lin et al. 2023, "AWQ") and per-channel
+symmetric 8-bit codes ("LLM.int8()"-style weight-only, Dettmers et al. 2022), with bfloat16
+activations. Plain decoding reads every weight once per token, so reading 4 or 8 bits per weight
+instead of 32 is what makes it faster on a memory-bound CPU.
+
+Kernels (torch 2.13, CPU):
+- int4: `aten._weight_int4pack_mm_for_cpu(x_bf16, packed, group_size, scales_and_zeros)` with
+  `packed = aten._convert_weight_to_int4pack_for_cpu(codes[N, K] int32, 1)`; the dequantised
+  weight is `(q - 8) * scale + zero` per group of `group_size` (32, 64, 128 or 256) input
+  columns; N must be a multiple of 16. scales_and_zeros [K/g, N, 2] must be in the activation
+  dtype (bfloat16).
+- int8: `aten._weight_int8pack_mm(x_bf16, codes[N, K] int8, scales[N] bf16)`.
+Both unpack the weight tile once for all rows they multiply: no per-call dequantisation. With
+float32 activations the same kernels are 10-30x slower, hence bfloat16.
+
+The embedding gathers the rows it needs and dequantises only those.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+INT4_GROUP_SIZES = (32, 64, 128, 256)
+ACTIVATION_DTYPE = torch.bfloat16
+
+
+def int4_shape_ok(out_features: int, in_features: int, group_size: int) -> bool:
+    """Whether the CPU int4 kernel accepts a weight of this shape and group size."""
+    return group_size in INT4_GROUP_SIZES and out_features % 16 == 0 and in_features % group_size == 0
+
+
+CHUNK_ROWS = 4096  # quantize in row chunks: float temporaries stay small for 100k-row heads
+
+
+def quantize_int4(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric min/max 4-bit codes per group: returns (codes [N, K] uint8 in 0..15,
+    scales [N, K/g], zeros [N, K/g]) with weight ~ (codes - 8) * scale + zero."""
+    n, k = weight.shape
+    codes = torch.empty(n, k, dtype=torch.uint8)
+    scales = torch.empty(n, k // group_size)
+    zeros = torch.empty(n, k // group_size)
+    for start in range(0, n, CHUNK_ROWS):
+        rows = slice(start, min(start + CHUNK_ROWS, n))
+        groups = weight[rows].float().reshape(-1, k // group_size, group_size)
+        low = groups.amin(-1)
+        scale = ((groups.amax(-1) - low) / 15).clamp_min(1e-12)
+        codes[rows] = ((groups - low[..., None]) / scale[..., None]).round().clamp(0, 15).reshape(-1, k).to(torch.uint8)
+        scales[rows] = scale
+        zeros[rows] = low + 8 * scale
+    return codes, scales, zeros
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel 8-bit codes: returns (codes [N, K] int8, scales [N])."""
+    n, k = weight.shape
+    codes = torch.empty(n, k, dtype=torch.int8)
+    scales = torch.empty(n)
+    for start in range(0, n, CHUNK_ROWS):
+        rows = slice(start, min(start + CHUNK_ROWS, n))
+        chunk = weight[rows].float()
+        scale = (chunk.abs().amax(-1) / 127).clamp_min(1e-12)
+        codes[rows] = (chunk / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
+        scales[rows] = scale
+    return codes, scales
+
+
+class Int4Linear(nn.Module):
+    """y = x W^T + b with W held as 4-bit group-wise codes (see module docstring)."""
+
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int,
+                 bias: torch.Tensor | None = None, *, keep_rows: bool = False):
+        super().__init__()
+        n, k = codes.shape
+        if not int4_shape_ok(n, k, group_size):
+            raise ValueError(f"the int4 kernel cannot take a {n}x{k} weight with group size {group_size}")
+        self.in_features, self.out_features, self.group_size = k, n, group_size
+        codes = codes.to(torch.int32).contiguous()
+        self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
+        sz = torch.stack([scales.float(), zeros.float()], -1).transpose(0, 1).contiguous()  # [K/g, N, 2]
+        self.register_buffer("scales_and_zeros", sz.to(ACTIVATION_DTYPE))
+        self.register_buffer("bias", None if bias is None else bias.detach().to(ACTIVATION_DTYPE))
+        # Rows in our own nibble layout, for gathering embedding rows without the kernel.
+        self.register_buffer("row_nibbles", _pack_nibbles(codes) if keep_rows else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(ACTIVATION_DTYPE).contiguous()
+        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size, self.scales_and_zeros)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def dequantize_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """Float rows of W for the given row indices (needs keep_rows=True)."""
+        if self.row_nibbles is None:
+            raise RuntimeError("this Int4Linear keeps no row codes; build it with keep_rows=True")
+        codes = _unpack_nibbles(self.row_nibbles[rows]).float()
+        sz = self.scales_and_zeros[:, rows].float()  # [K/g, R, 2]
+        scale = sz[..., 0].transpose(0, 1).repeat_interleave(self.group_size, -1)
+        zero = sz[..., 1].transpose(0, 1).repeat_interleave(self.group_size, -1)
+        return ((codes - 8) * scale + zero).to(ACTIVATION_DTYPE)
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weight this layer multiplies by (for tests and error reports)."""
+        # float32 identity rows: the kernel's float32 path is exact here (one term per output)
+        eye = torch.eye(self.in_features, dtype=torch.float32)
+        w_t = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, self.group_size,
+                                                         self.scales_and_zeros.float())
+        return w_t.T.contiguous()
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantised weight (float32, computed on each access; for code that reads it)."""
+        return self.dequantize()
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, int4 group={self.group_size}"
+
+
+class Int8Linear(nn.Module):
+    """y = x W^T + b with W held as per-channel symmetric 8-bit codes."""
+
+    def __init__(self, codes: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.out_features, self.in_features = codes.shape
+        self.register_buffer("codes", codes.to(torch.int8).contiguous())
+        self.register_buffer("scales", scales.float().to(ACTIVATION_DTYPE).contiguous())
+        self.register_buffer("bias", None if bias is None else bias.detach().to(ACTIVATION_DTYPE))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(ACTIVATION_DTYPE).contiguous()
+        out = torch.ops.aten._weight_int8pack_mm(flat, self.codes, self.scales)
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def dequantize_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return (self.codes[rows].float() * self.scales[rows, None].float()).to(ACTIVATION_DTYPE)
+
+    def dequantize(self) -> torch.Tensor:
+        return self.codes.float() * self.scales.float()[:, None]
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantised weight (float32, computed on each access; for code that reads it)."""
+        return self.dequantize()
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, int8 per-channel"
+
+
+class QuantizedEmbedding(nn.Module):
+    """An embedding over the rows of an Int4Linear/Int8Linear: gathers the looked-up rows and
+    dequantises only those (bfloat16 out). May share its table with the tied LM head."""
+
+    def __init__(self, table: Int4Linear | Int8Linear):
+        super().__init__()
+        self.table = table
+        self.num_embeddings, self.embedding_dim = table.out_features, table.in_features
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        rows = self.table.dequantize_rows(ids.reshape(-1))
+        return rows.reshape(*ids.shape, self.embedding_dim)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.table.dequantize()
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, {type(self.table).__name__}"
+
+
+def _pack_nibbles(codes: torch.Tensor) -> torch.Tensor:
+    """[N, K] codes 0..15 -> [N, K/2] uint8, even columns in the low nibble."""
+    codes = codes.to(torch.uint8)
+    return codes[:, 0::2] | (codes[:, 1::2] << 4)
+
+
+def _unpack_nibbles(packed: torch.Tensor) -> torch.Tensor:
+    low = packed & 0x0F
+    high = packed >> 4
+    return torch.stack([low, high], -1).reshape(*packed.shape[:-1], packed.shape[-1] * 2)
