@@ -5,13 +5,13 @@ exact law (enumerated with its own forward passes)."""
 from __future__ import annotations
 
 import pytest
+from oracle import chi_square_pvalue, exact_continuations, sample_continuations
 
 import decodelab as dl
 from decodelab.engine.quantized_linear import Int4Linear
 from decodelab.speculative import DraftModel, PromptLookup
 
 from .cases import PROMPTS
-from oracle import chi_square_pvalue, exact_continuations, sample_continuations
 from .test_lossless import FAIL_LEVEL, PASS_LEVEL, PROMPT, SAMPLES, ResampleFromTargetOnReject
 
 
