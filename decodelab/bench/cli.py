@@ -38,7 +38,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--draft", default=None, help="draft model for draft-model and hf-assisted methods")
     parser.add_argument("--methods", default=None,
                         help="comma-separated methods (default: plain,hf,hf-prompt-lookup, plus hf-assisted with "
-                             "--draft); other names go to decodelab.speculative")
+                             "--draft); other names are registered methods (`decodelab methods`), e.g. beam:num_beams=4")
     parser.add_argument("--suite", default=None, help="packaged suite name or .jsonl path (default: specbench_mini)")
     parser.add_argument("--per-category", type=int, default=None, metavar="N", help="first N prompts per category")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="first N prompts overall")
@@ -52,7 +52,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: quick suite, {QUICK_MAX_NEW_TOKENS} new tokens, one short warm-up run")
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="option passed to decodelab.speculative.make (repeatable)")
+                        help="option given to every method of the run that is not built in (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
