@@ -12,7 +12,8 @@ policies: beam search, best-of, SMC) run alone.
 Seeds. `dl.generate(lm, prompts, seed=s)` gives row i the generator (s, i). A job with R rows
 (prompts x n) run alone therefore draws (seed, 0..R-1). In a shared batch each row keeps the
 generator its job would have had alone (`compose(row_seeds=...)`), so batching never changes a
-seeded result.
+seeded result at float32 weights (with bfloat16 activations — int4/int8/bf16 weights — a row may
+round differently beside other rows, which can change a sampled token now and then).
 
 Cancellation and time limits act between steps: a cancelled or late row gets a finish reason,
 and the loop drops finished rows from the batch before its next forward pass.

@@ -182,8 +182,11 @@ class ServerProcess:
         self.stop()
 
 
-def run(url: str | None = None, *, model: str = "smollm2-135m", max_batch: int = 16, **options: Any) -> dict[str, Any]:
-    """Run the load test against `url`, or against a server started here for `model`.
+def run(url: str | None = None, *, model: str = "smollm2-135m", max_batch: int = 16, weights: str | None = None,
+        **options: Any) -> dict[str, Any]:
+    """Run the load test against `url`, or against a server started here for `model` (at `weights`;
+    outputs are compared bit for bit with single requests, which holds at float32 weights: with
+    bfloat16 activations a row may round differently in another batch).
 
     Example:
         >>> report = run(model="tiny-random", requests=20, distinct=5)  # doctest: +SKIP
@@ -193,9 +196,10 @@ def run(url: str | None = None, *, model: str = "smollm2-135m", max_batch: int =
     if url is not None:
         return asyncio.run(run_async(url, **options))
     queue = max(512, int(options.get("requests", 200)) + 16)
-    with ServerProcess(model, max_batch=max_batch, queue_size=queue) as server:
+    extra = ["--weights", weights] if weights else None
+    with ServerProcess(model, max_batch=max_batch, queue_size=queue, extra=extra) as server:
         report = asyncio.run(run_async(server.url, **options))
-    report.update(model=model, max_batch=max_batch, cpu_threads=os.cpu_count())
+    report.update(model=model, max_batch=max_batch, cpu_threads=os.cpu_count(), weights=weights or "auto")
     return report
 
 

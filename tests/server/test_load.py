@@ -12,7 +12,9 @@ from decodelab.server.loadtest import run  # noqa: E402
 
 @pytest.mark.slow
 def test_200_concurrent_streams_on_the_default_model():
-    report = run(model="smollm2-135m", requests=200, distinct=20, max_tokens=8, max_batch=16)
+    # float32: batching must not change a seeded result bit for bit (bf16 activations may round
+    # differently with other rows in the batch)
+    report = run(model="smollm2-135m", weights="fp32", requests=200, distinct=20, max_tokens=8, max_batch=16)
     print(report)
     assert report["errors"] == 0, report["error_examples"]
     assert report["mismatches"] == 0
