@@ -376,24 +376,30 @@ class Engine:
         if not joining:
             return
         now = time.monotonic()
+        admitted = []
         for job in self._encode(joining):
             if job.cancelled.is_set():
                 continue
             if now > job.deadline:
                 job.send(("error", QueueTimeout("the request timed out while waiting in the queue")))
                 continue
-            ids = [job.prompt_ids[r // job.n] for r in range(job.rows)]
-            if any(len(p) < 2 for p in ids):  # nothing to prefill before the pending token: next batch
-                with self._cond:
+            if any(len(job.prompt_ids[r // job.n]) < 2 for r in range(job.rows)):
+                with self._cond:  # nothing to prefill before the pending token: the next batch takes it
                     self._pending.appendleft(job)
                 continue
-            run.join(ids, [(job.seed, job.rows)])
+            admitted.append(job)
+        if not admitted:
+            return
+        # one prefill for every joining request
+        run.join([job.prompt_ids[r // job.n] for job in admitted for r in range(job.rows)],
+                 [(job.seed, job.rows) for job in admitted])
+        for job in admitted:
             rows.extend((job, r) for r in range(job.rows))
             jobs.append(job)
             job.send(("started", [len(p) for p in job.prompt_ids]))
-            with self.stats.lock:
-                self.stats.joined_jobs += 1
-                self.stats.active_rows = len(run.state.active)
+        with self.stats.lock:
+            self.stats.joined_jobs += len(admitted)
+            self.stats.active_rows = len(run.state.active)
 
     def _apply_limits(self, run: Any, rows: list[tuple[Job, int]], finished: set[int]) -> None:
         """Finish outputs whose client left or whose time is up; the loop drops their rows next step."""
