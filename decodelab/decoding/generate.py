@@ -180,6 +180,23 @@ class Run:
         return event
 
 
+def choose_methods(lm: LM, options: dict[str, Any], *, prompts: int = 1, models: dict[str, LM] | None = None,
+                   extra: list[Selected] = ()) -> tuple[SamplingConfig, list[Selected]]:
+    """The sampler settings and the methods that sampler and method `options` select, checked
+    together with `extra` (methods given as objects); every option must be used. Compose calls
+    this, and so does the server before a request queues."""
+    options = dict(options)
+    sampler = {k: options.pop(k) for k in list(options) if k in SAMPLER_OPTIONS}
+    config = SamplingConfig.from_options(lm.generation_defaults(), **sampler)
+    config.check_vocab(lm.vocab_size)
+    chosen = select_methods(BuildContext(lm, config, prompts, models), options) + list(extra)
+    if options:
+        unknown = sorted(options)
+        raise InvalidOption(f"unknown option(s): {', '.join(unknown)}", param=unknown[0], code="unknown_option")
+    check_combination(chosen, config)
+    return config, chosen
+
+
 def compose(lm: LM, prompt: Prompt | list[Prompt], *, models: dict[str, LM] | None = None,
             row_seeds: list[tuple[int | None, int]] | None = None, constraint: Any = None,
             max_rows: int = MAX_BATCH_ROWS, **options: Any) -> Run:
@@ -193,25 +210,19 @@ def compose(lm: LM, prompt: Prompt | list[Prompt], *, models: dict[str, LM] | No
     if not isinstance(lm, LM):
         raise InvalidOption("the first argument must be a model from decodelab.load()")
     core = {k: options.pop(k) for k in list(options) if k in GENERATION_OPTIONS}
-    sampler = {k: options.pop(k) for k in list(options) if k in SAMPLER_OPTIONS}
     general = check_options(GenerationOptions, core, "generate")
-    config = SamplingConfig.from_options(lm.generation_defaults(), **sampler)
-    config.check_vocab(lm.vocab_size)
     stops = validate_stop(general.stop)
     batch = is_batch(prompt)
     prompts = list(prompt) if batch else [prompt]
     if not prompts:
         raise InvalidPrompt("the prompt is empty")
+    if constraint is not None and not all(hasattr(constraint, m) for m in ("start", "allowed", "advance",
+                                                                           "select_rows")):
+        raise InvalidOption("constraint must implement decodelab.decoding.protocols.Constraint")
+    extra = [] if constraint is None else [Selected(None, constraint, parts=Parts(constraint=constraint),
+                                                    name="constraint", slot="constraint")]
+    config, chosen = choose_methods(lm, options, prompts=len(prompts), models=models, extra=extra)
     ctx = BuildContext(lm, config, len(prompts), models)
-    chosen = select_methods(ctx, options)
-    if constraint is not None:
-        if not all(hasattr(constraint, m) for m in ("start", "allowed", "advance", "select_rows")):
-            raise InvalidOption("constraint must implement decodelab.decoding.protocols.Constraint")
-        chosen.append(Selected(None, constraint, parts=Parts(constraint=constraint), name="constraint",
-                               slot="constraint"))
-    if options:
-        raise InvalidOption(f"unknown option(s): {', '.join(sorted(options))}")
-    check_combination(chosen, config)
     parts = build_parts(ctx, chosen)
     encoded = [lm.encode(p, chat=general.chat) for p in prompts]
     prefixes = [""] * len(encoded)

@@ -68,7 +68,19 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return codes, scales
 
 
-class Int4Linear(nn.Module):
+class _PackedLinear(nn.Module):
+    """What the packed layers share: `weight` reads as the dequantised float32 matrix."""
+
+    def dequantize(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantised weight (float32, computed on each access; for code that reads it)."""
+        return self.dequantize()
+
+
+class Int4Linear(_PackedLinear):
     """y = x W^T + b with W held as 4-bit group-wise codes (see module docstring)."""
 
     def __init__(self, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int,
@@ -111,16 +123,11 @@ class Int4Linear(nn.Module):
                                                          self.scales_and_zeros.float())
         return w_t.T.contiguous()
 
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dequantised weight (float32, computed on each access; for code that reads it)."""
-        return self.dequantize()
-
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, int4 group={self.group_size}"
 
 
-class Int8Linear(nn.Module):
+class Int8Linear(_PackedLinear):
     """y = x W^T + b with W held as per-channel symmetric 8-bit codes."""
 
     def __init__(self, codes: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
@@ -142,11 +149,6 @@ class Int8Linear(nn.Module):
 
     def dequantize(self) -> torch.Tensor:
         return self.codes.float() * self.scales.float()[:, None]
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dequantised weight (float32, computed on each access; for code that reads it)."""
-        return self.dequantize()
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, int8 per-channel"

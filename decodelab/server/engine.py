@@ -34,10 +34,10 @@ from typing import Any
 import torch
 
 from ..decoding import GenerationOutput, compose
+from ..decoding.generate import choose_methods
 from ..decoding.records import TokenRecord
 from ..errors import DecodelabError, InvalidOption, PromptTooLong
 from ..models.lm import LM, Prompt
-from ..sampling.config import SamplingConfig
 
 
 class QueueFull(DecodelabError):
@@ -499,17 +499,7 @@ def check_request(lm: LM, options: dict[str, Any], *, rows: int = 1, max_rows: i
     """Check a request's method options before it queues (a 400 now, not later); True when its
     methods must run alone (not batchable, or several rows per prompt). `rows` (prompts x n) times
     the rows per prompt that row policies ask for must stay within `max_rows`."""
-    from ..decoding.method import BuildContext, check_combination, select_methods
-
-    config = SamplingConfig.from_options(lm.generation_defaults(), **{
-        k: v for k, v in options.items() if k in SamplingConfig.option_names()})
-    config.check_vocab(lm.vocab_size)
-    rest = {k: v for k, v in _unmodel(options).items() if k not in SamplingConfig.option_names()}
-    chosen = select_methods(BuildContext(lm, config, 1), rest)
-    if rest:
-        raise InvalidOption(f"unknown option(s): {', '.join(sorted(rest))}", param=sorted(rest)[0],
-                            code="unknown_option")
-    check_combination(chosen, config)
+    _, chosen = choose_methods(lm, _unmodel(options))
     for c in chosen:
         if c.method is None or c.method.rows_option is None:
             continue
