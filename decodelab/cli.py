@@ -11,8 +11,9 @@ import os
 import sys
 from typing import Any
 
-from .errors import DecodelabError, InvalidOption
+from .errors import DecodelabError, InvalidOption, InvalidPrompt
 from .sampling.options import add_flags
+from .text import first_surrogate, read_text_file
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -79,22 +80,20 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
                         "bf16 activations), int4, int8, bf16, fp32")
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse with a one-line error (what is wrong and where help is) and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 MAX_OPTION_FILE_CHARS = 1_000_000
 
 
 def read_option_file(path: str, flag: str) -> str:
     """The text of a file-valued option (--json-schema FILE, --grammar FILE); a missing, binary or
     huge file is an InvalidOption, never a traceback."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read(MAX_OPTION_FILE_CHARS + 1)
-    except OSError as exc:
-        raise InvalidOption(f"{flag}: cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise InvalidOption(f"{flag}: {path} is not UTF-8 text") from None
-    if len(text) > MAX_OPTION_FILE_CHARS:
-        raise InvalidOption(f"{flag}: {path} is longer than {MAX_OPTION_FILE_CHARS} characters")
-    return text
+    return read_text_file(path, flag, max_chars=MAX_OPTION_FILE_CHARS)
 
 
 def generation_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -144,7 +143,7 @@ def _load(args: argparse.Namespace):
 def cmd_generate(args: argparse.Namespace) -> int:
     from .decoding.generate import stream_events
 
-    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    prompt = read_text_file("-", "the prompt", error=InvalidPrompt) if args.prompt == "-" else args.prompt
     lm = _load(args)
     options = generation_options(args)
     if args.no_chat:
@@ -183,11 +182,16 @@ def cmd_chat(args: argparse.Namespace) -> int:
     if args.system:
         messages.append({"role": "system", "content": args.system})
     print(f"chatting with {lm.name}; empty line or Ctrl-D to quit", file=sys.stderr)
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")  # a bad line is reported, not a traceback
     while True:
         try:
             user = input("> ")
         except EOFError:
             break
+        if first_surrogate(user) is not None:  # the terminal or pipe sent bytes that are not UTF-8
+            print("error: that line is not UTF-8 text; type it again", file=sys.stderr)
+            continue
         if not user.strip():
             break
         messages.append({"role": "user", "content": user})
@@ -258,7 +262,7 @@ def _range(o: dict[str, Any]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="decodelab", description="Token-level inference with causal LMs")
+    parser = OneLineErrorParser(prog="decodelab", description="Token-level inference with causal LMs")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="generate a continuation (streams to stdout)")

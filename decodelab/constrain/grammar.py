@@ -21,6 +21,22 @@ from ..errors import InvalidOption
 from ..models.lm import LM
 
 
+def parser_reason(error: str) -> str:
+    """A grammar compiler's multi-line message as one line that keeps the reason: its first line and
+    the lines that say `error: ...` (the echoed source and caret lines are dropped).
+
+    Example:
+        >>> parser_reason('invalid regex "a(b": regex parse error:\\n    a(b\\n     ^\\nerror: unclosed group\\n')
+        'invalid regex "a(b": regex parse error: unclosed group'
+    """
+    lines = [line.strip() for line in error.strip().splitlines() if line.strip()]
+    if not lines:
+        return "the grammar compiler gave no reason"
+    reasons = [line.split("error:", 1)[1].strip() for line in lines[1:] if line.startswith("error:")]
+    return " ".join([lines[0], *reasons]) if reasons else lines[0] + (
+        " " + " ".join(line for line in lines[1:] if set(line) - {"^", " "}) if lines[0].endswith(":") else "")
+
+
 class InvalidConstraint(InvalidOption):
     """A regex, JSON schema or grammar that does not compile, or that matches no text."""
 
@@ -172,7 +188,7 @@ def compile_grammar(lm: LM, *, regex: str | None = None, json_schema: dict | str
         try:
             definition = llguidance.LLMatcher.grammar_from_json_schema(source)
         except ValueError as exc:
-            raise InvalidConstraint(f"invalid json_schema: {exc}") from None
+            raise InvalidConstraint(f"invalid json_schema: {parser_reason(str(exc))}", param="json_schema") from None
     compiled = _finish(Grammar(kind, source, definition, tokenizer, lm.vocab_size,
                                min(len(lm.tokenizer), lm.vocab_size), tuple(sorted(lm.eos_token_ids)),
                                tuple(sorted(getattr(lm.tokenizer, "all_special_ids", ())))))
@@ -189,10 +205,10 @@ def _finish(g: Grammar) -> Grammar:
 
     error = llguidance.LLMatcher.validate_grammar(g.definition, g.tokenizer)
     if error:
-        raise InvalidConstraint(f"invalid {g.kind.replace('_', ' ')}: {error.strip().splitlines()[0]}")
+        raise InvalidConstraint(f"invalid {g.kind.replace('_', ' ')}: {parser_reason(error)}", param=g.kind)
     m = g.matcher()
     if m.is_error():
-        raise InvalidConstraint(f"invalid {g.kind.replace('_', ' ')}: {m.get_error().strip().splitlines()[0]}")
+        raise InvalidConstraint(f"invalid {g.kind.replace('_', ' ')}: {parser_reason(m.get_error())}", param=g.kind)
     mask = masks_to_bool(fill_masks([(m, 0, [])], 1, g), g)[0]
     # special tokens write no text (llguidance admits EOS, or <unk>, alone in a dead end)
     mask[[t for t in set(g.eos_token_ids) | set(g.special_ids) if t < mask.shape[0]]] = False

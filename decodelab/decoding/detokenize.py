@@ -9,27 +9,34 @@ string is held back until it is known not to be one.
 from __future__ import annotations
 
 from ..errors import InvalidOption
+from ..text import check_text, decode_bytes
+
+MAX_STOP_STRINGS = 8
+MAX_STOP_CHARS = 1000
 
 
 def validate_stop(stop: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Stop strings as a tuple: at most MAX_STOP_STRINGS non-empty texts of at most MAX_STOP_CHARS
+    characters each. The server calls this too, so the messages are the same everywhere."""
     if stop is None:
         return ()
-    items = [stop] if isinstance(stop, (str, bytes)) else list(stop)
+    items = [stop] if isinstance(stop, (str, bytes)) else stop
+    if not isinstance(items, (list, tuple)):
+        raise InvalidOption(f"stop must be a string or a list of strings, got {type(stop).__name__}", param="stop")
+    if len(items) > MAX_STOP_STRINGS:
+        raise InvalidOption(f"at most {MAX_STOP_STRINGS} stop strings, got {len(items)}", param="stop")
     out = []
-    for item in items:
+    for i, item in enumerate(items):
+        where = "stop string" if isinstance(stop, (str, bytes)) else f"stop string {i}"
         if isinstance(item, bytes):
-            try:
-                item = item.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InvalidOption("stop strings must be valid UTF-8") from None
+            item = decode_bytes(item, where)
         if not isinstance(item, str):
-            raise InvalidOption(f"stop strings must be strings, got {type(item).__name__}")
-        try:
-            item.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidOption("stop strings must be valid UTF-8 (no lone surrogates)") from None
+            raise InvalidOption(f"{where} must be a string, got {type(item).__name__}", param="stop")
+        check_text(item, where, InvalidOption, param="stop")
         if not item:
-            raise InvalidOption("stop strings must not be empty")
+            raise InvalidOption(f"{where} is empty; stop strings must not be empty", param="stop")
+        if len(item) > MAX_STOP_CHARS:
+            raise InvalidOption(f"{where} is longer than {MAX_STOP_CHARS} characters", param="stop")
         out.append(item)
     return tuple(out)
 

@@ -197,6 +197,19 @@ def choose_methods(lm: LM, options: dict[str, Any], *, prompts: int = 1, models:
     return config, chosen
 
 
+def encode_prompts(lm: LM, prompts: list[Prompt], *, chat: bool | None, batch: bool) -> list[list[int]]:
+    """Token ids of each prompt; an error in one prompt of a batch names it (counting from 0)."""
+    encoded = []
+    for i, p in enumerate(prompts):
+        try:
+            encoded.append(lm.encode(p, chat=chat))
+        except InvalidPrompt as exc:
+            if not batch:
+                raise
+            raise type(exc)(f"prompt {i} of the batch: {exc}") from None
+    return encoded
+
+
 def compose(lm: LM, prompt: Prompt | list[Prompt], *, models: dict[str, LM] | None = None,
             row_seeds: list[tuple[int | None, int]] | None = None, constraint: Any = None,
             max_rows: int = MAX_BATCH_ROWS, **options: Any) -> Run:
@@ -222,9 +235,9 @@ def compose(lm: LM, prompt: Prompt | list[Prompt], *, models: dict[str, LM] | No
     extra = [] if constraint is None else [Selected(None, constraint, parts=Parts(constraint=constraint),
                                                     name="constraint", slot="constraint")]
     config, chosen = choose_methods(lm, options, prompts=len(prompts), models=models, extra=extra)
+    encoded = encode_prompts(lm, prompts, chat=general.chat, batch=batch)
     ctx = BuildContext(lm, config, len(prompts), models)
     parts = build_parts(ctx, chosen)
-    encoded = [lm.encode(p, chat=general.chat) for p in prompts]
     prefixes = [""] * len(encoded)
     if parts.prompt_hook is not None:
         encoded, prefixes = parts.prompt_hook(lm, encoded)

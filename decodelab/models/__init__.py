@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidOption, ModelNotFound
+from ..text import check_text
 from . import gguf_cache
 from .lm import LM, Message, Prompt
 from .registry import DEFAULT_MODEL, PACKS, ModelPack, cache_dir, find_pack, installed_packs, pull
@@ -26,6 +27,9 @@ __all__ = [
 ]
 
 _LOADED: dict[tuple, LM] = {}
+
+
+MAX_MODEL_NAME_CHARS = 4096
 
 
 def load(name: str | os.PathLike | None = None, *, weights: str = "auto", threads: int | None = None,
@@ -70,6 +74,9 @@ def _with_weights(lm: LM, weights: str, gguf_path: Path | None) -> LM:
 def _load_uncached(name: str | os.PathLike, *, weights: str, progress: bool) -> LM:
     if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
         raise ModelNotFound("a model name must be a non-empty string or path")
+    if len(str(name)) > MAX_MODEL_NAME_CHARS:
+        raise ModelNotFound(f"a model name or path has at most {MAX_MODEL_NAME_CHARS} characters")
+    check_text(str(name), "the model name", ModelNotFound)
     pack = find_pack(str(name)) if isinstance(name, str) else None
     if pack is not None:
         if pack.name == DEFAULT_MODEL and not pack.installed():
@@ -82,6 +89,10 @@ def _load_uncached(name: str | os.PathLike, *, weights: str, progress: bool) -> 
         lm = _load_hf_folder(folder, name=pack.name)
         return _with_weights(lm, weights, gguf_cache.joined(parts))
     path = Path(name).expanduser()
+    try:
+        path.stat()
+    except (OSError, ValueError):  # missing, a name too long for the file system, a NUL byte, ...
+        path = Path("/nonexistent-decodelab-model")
     if path.is_file() and path.suffix == ".gguf":
         slug = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem)[:60]
         folder = gguf_cache.cached_folder(slug, [path])

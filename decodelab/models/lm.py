@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidPrompt
+from ..text import check_text
 
 Message = dict[str, str]
 Prompt = str | list[Message] | list[int]
@@ -86,6 +87,7 @@ class LM:
         """Token ids for a prompt: text (chat template for chat models unless chat=False),
         a list of chat messages, or a list of token ids used as given."""
         if isinstance(prompt, str):
+            check_text(prompt, "the prompt")
             if not prompt.strip():
                 raise InvalidPrompt("the prompt is empty")
             use_chat = self.chat if chat is None else chat
@@ -110,9 +112,8 @@ class LM:
         return ids
 
     def apply_chat_template(self, messages: list[Message]) -> list[int]:
-        for message in messages:
-            if not isinstance(message.get("role"), str) or not isinstance(message.get("content"), str):
-                raise InvalidPrompt("each chat message needs string 'role' and 'content'")
+        for i, message in enumerate(messages):
+            check_chat_message(message, i)
         if not any(m["content"].strip() for m in messages):
             raise InvalidPrompt("the prompt is empty")
         if getattr(self.tokenizer, "chat_template", None):
@@ -131,6 +132,24 @@ class LM:
 
     def __repr__(self) -> str:
         return f"LM({self.name!r}, vocab={self.vocab_size}, layers={self.num_layers}, weights={self.weights})"
+
+
+CHAT_ROLES = ("system", "developer", "user", "assistant")
+
+
+def check_chat_message(message: Any, index: int = 0) -> None:
+    """A chat message is {'role': one of CHAT_ROLES, 'content': valid text}; InvalidPrompt otherwise
+    (the server and the CLI use the same check, so the message is the same everywhere)."""
+    where = f"message {index}"
+    if not isinstance(message, dict) or not isinstance(message.get("role"), str) \
+            or not isinstance(message.get("content"), str):
+        raise InvalidPrompt(f"{where}: each chat message needs string 'role' and 'content'")
+    extra = sorted(set(message) - {"role", "content", "name"})
+    if extra:
+        raise InvalidPrompt(f"{where}: unknown field(s) {', '.join(map(str, extra))}; a message has role and content")
+    if message["role"] not in CHAT_ROLES:
+        raise InvalidPrompt(f"{where}: role must be one of {', '.join(CHAT_ROLES)}, got {message['role'][:40]!r}")
+    check_text(message["content"], f"{where} content")
 
 
 def _is_int(value: Any) -> bool:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import InvalidOption
+from ..text import check_nested_text, check_text
 
 MISSING = dataclasses.MISSING
 
@@ -100,7 +101,7 @@ class OptionSpec:
                 raise InvalidOption(f"{where}{self.name} must be text, got {type(value).__name__}", param=self.name)
             if self.max_length is not None and len(value) > self.max_length:
                 raise InvalidOption(f"{where}{self.name} is longer than {self.max_length} characters", param=self.name)
-            return value
+            return check_text(value, f"{where}{self.name}", InvalidOption, param=self.name)
         if self.kind == "int_list":
             values = [value] if isinstance(value, int) else value
             if isinstance(values, str):
@@ -117,7 +118,9 @@ class OptionSpec:
             return tuple(values)
         if self.kind == "dict" and not isinstance(value, dict):
             raise InvalidOption(f"{where}{self.name} must be a mapping, got {type(value).__name__}", param=self.name)
-        return value
+        if isinstance(value, str) and self.max_length is not None and len(value) > self.max_length:
+            raise InvalidOption(f"{where}{self.name} is longer than {self.max_length} characters", param=self.name)
+        return check_nested_text(value, f"{where}{self.name}") if isinstance(value, (str, dict, list, tuple)) else value
 
     def within(self, value: float) -> bool:
         return not ((self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)

@@ -8,6 +8,18 @@ from pathlib import Path
 
 from ..errors import DecodelabError, InvalidOption
 
+
+def port_number(text: str) -> int:
+    """A TCP port from the command line, checked before any model loads."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port is an integer in [0, 65535], got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is an integer in [0, 65535], got {port}")
+    return port
+
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -27,7 +39,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "repeat or comma-separate for several; the first is the default "
                              "(default: the packaged smollm2-135m)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000; 0: any free port)")
     parser.add_argument("--api-key", default=None,
                         help="require 'Authorization: Bearer KEY' on /v1/* and /metrics "
                              "(default: $DECODELAB_API_KEY, else no key)")

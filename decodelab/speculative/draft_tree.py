@@ -43,7 +43,7 @@ from ..errors import InvalidOption
 from ..models.lm import LM
 from ..sampling.keyed import KeyedNoise
 from .draft_model import DraftModel
-from .tree_shape import TREE_COST_SIZES, best_tree_size
+from .tree_shape import MAX_TREE_NODES, TREE_COST_SIZES, best_tree_size, branching_nodes
 from .tree_verifiers import tree_verifier
 
 SIBLINGS = ("without_replacement", "iid")
@@ -76,6 +76,9 @@ class DraftTree(DraftModel):
                 raise InvalidOption(f"branching must be positive integers per level, got {branching!r}") from None
             if not branching or any(b < 1 for b in branching):
                 raise InvalidOption(f"branching must be positive integers per level, got {branching!r}")
+            if branching_nodes(branching) > MAX_TREE_NODES:
+                raise InvalidOption(f"branching {','.join(map(str, branching[:8]))}{'...' if len(branching) > 8 else ''}"
+                                    f" makes a tree of more than {MAX_TREE_NODES} nodes", param="branching")
         for label, value in (("nodes", nodes), ("depth", depth)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidOption(f"{label} must be a positive integer, got {value!r}")

@@ -19,12 +19,13 @@ from .draft_model import DraftModel
 from .layer_skip import LayerSkip
 from .length import DraftLength
 from .prompt_lookup import PromptLookup
+from .tree_shape import MAX_TREE_NODES
 from .verifiers import GreedyMatch, RejectionSampling
 from .vocab_trim import VocabTrim
 
 CHAIN_VERIFIERS = {"rejection": RejectionSampling, "greedy": GreedyMatch}
 MAX_K = 64
-MAX_NODES = 256
+MAX_NODES = MAX_TREE_NODES
 # speculative methods draft and verify; they compose with grammar masks (the loop masks along drafts)
 SPECULATIVE = Capabilities(lossless=True, batchable=False, composes_with=frozenset({"constraint"}))
 
@@ -158,7 +159,9 @@ def _build_token_recycling(ctx: BuildContext, o: TokenRecyclingOptions) -> Parts
 @dataclass
 class DraftTreeOptions:
     draft: Any = option(None, DRAFT_HELP, cli=False)
-    branching: Any = option(None, "children per depth, e.g. 3,2,1 (constant tree); none: dynamic (DySpec)")
+    branching: tuple[int, ...] | None = option(
+        None, f"children per depth, e.g. 3,2,1 (constant tree, {MAX_NODES} nodes at most); none: dynamic (DySpec)",
+        ge=1, le=64, max_length=64)
     nodes: int = option(16, "tree nodes at most", ge=1, le=MAX_NODES)
     depth: int = option(6, "tree depth at most", ge=1, le=64)
     siblings: Literal["without_replacement", "iid"] = option("without_replacement", "how siblings are drawn")
@@ -193,7 +196,8 @@ class DySpecOptions:
 @dataclass
 class RSDOptions:
     draft: Any = option(None, DRAFT_HELP, cli=False)
-    branching: Any = option((3, 2, 1, 1), "children per depth (siblings drawn without replacement)")
+    branching: tuple[int, ...] = option((3, 2, 1, 1), f"children per depth (siblings drawn without replacement; "
+                                        f"{MAX_NODES} nodes at most)", ge=1, le=64, max_length=64)
 
 
 @dataclass

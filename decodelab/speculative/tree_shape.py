@@ -19,6 +19,18 @@ from ..engine.tree import depths, subtree_parents
 
 # tree sizes whose verify cost t(n) the tree methods measure (cost.verify_cost_curve)
 TREE_COST_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+MAX_TREE_NODES = 256  # nodes of one row's draft tree at most: bounds the verify forward's memory and time
+
+
+def branching_nodes(branching: Sequence[int]) -> int:
+    """Nodes of a constant tree whose level d nodes have branching[d] children each."""
+    total, width = 0, 1
+    for b in branching:
+        width *= b
+        total += width
+        if total > MAX_TREE_NODES:  # stop before the product grows without bound
+            break
+    return total
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from ..decoding.generate import GenerationOptions
 from ..errors import DecodelabError, InvalidOption
 from ..sampling.config import SamplingConfig
 from ..sampling.options import add_flags, option_specs
+from ..text import read_text_file
 from .schemes import DEFAULT_N, WatermarkOptions
 
 
@@ -47,10 +48,7 @@ def add_watermark_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _read_texts(path: str) -> list[Any]:
-    try:
-        raw = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
-    except OSError as exc:
-        raise InvalidOption(f"cannot read {path}: {exc.strerror}") from None
+    raw = read_text_file(path, "the texts to detect")
     stripped = raw.strip()
     if stripped.startswith("["):
         try:

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import DecodelabError, InvalidOption, InvalidPrompt, VocabularyMismatch
 from ..sampling.keyed import KeyedNoise
+from ..text import check_text
 
 # Context tags (negative, so they never collide with token ids or key positions).
 _ITS_U = -1
@@ -40,12 +41,22 @@ class ForeignTokens(WatermarkError, VocabularyMismatch):
     """Token ids outside the model's vocabulary (text from another tokenizer)."""
 
 
+MAX_KEY_CHARS = 4096
+MAX_KEY_BITS = 256
+
+
 def check_key(key: Any) -> int | str | bytes:
     """The key itself if well-formed, else `InvalidKey`."""
     if isinstance(key, bool) or not isinstance(key, (int, str, bytes)):
         raise InvalidKey(f"a watermark key is a non-empty string, bytes or an integer, got {type(key).__name__}")
     if isinstance(key, (str, bytes)) and not key.strip():
         raise InvalidKey("the watermark key is empty")
+    if isinstance(key, (str, bytes)) and len(key) > MAX_KEY_CHARS:
+        raise InvalidKey(f"a watermark key has at most {MAX_KEY_CHARS} characters, got {len(key)}")
+    if isinstance(key, int) and not -(1 << MAX_KEY_BITS) < key < 1 << MAX_KEY_BITS:
+        raise InvalidKey(f"an integer watermark key has at most {MAX_KEY_BITS} bits")
+    if isinstance(key, str):
+        check_text(key, "the watermark key", InvalidKey)
     return key
 
 
