@@ -12,8 +12,8 @@ import sys
 from typing import Any
 
 from .errors import DecodelabError, InvalidOption, InvalidPrompt
-from .sampling.options import add_flags
-from .text import first_surrogate, read_text_file
+from .sampling.options import OneLineErrorParser, add_flags, bounded_number
+from .text import first_surrogate, print_error, read_text_file
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -58,7 +58,7 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     from .decoding.method import slots
 
     parser.add_argument("--model", default=None, help="model pack name, HF folder or .gguf file (default: packaged SmolLM2)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--threads", type=bounded_number(int, 1, 1024, "--threads"), default=None, help="torch threads")
     for title, specs in _cli_specs():
         add_flags(parser.add_argument_group(title), specs)
     parser.add_argument("--stop", action="append", default=None, help="stop string (repeatable)")
@@ -78,13 +78,6 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--draft", default=None, help="draft model for --spec draft (and the tree methods)")
     parser.add_argument("--weights", default="auto", help="weight precision: auto (a GGUF file's own: int4/int8, "
                         "bf16 activations), int4, int8, bf16, fp32")
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse with a one-line error (what is wrong and where help is) and exit status 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 MAX_OPTION_FILE_CHARS = 1_000_000
@@ -270,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_generation_flags(gen)
     gen.add_argument("--no-chat", action="store_true", help="do not apply the chat template")
     gen.add_argument("--json", action="store_true", help="print text, token ids, per-token records and stats as JSON")
-    gen.add_argument("--top-logprobs", type=int, default=5, help="alternatives per token in records")
+    gen.add_argument("--top-logprobs", type=bounded_number(int, 0, 20, "--top-logprobs"), default=5,
+                     help="alternatives per token in records (at most 20)")
     gen.add_argument("--stats", action="store_true", help="print speed and acceptance statistics to stderr")
     gen.set_defaults(handler=cmd_generate)
 
@@ -322,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except DecodelabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -67,6 +67,26 @@ def check_nested_text(value: Any, what: str, error: type[DecodelabError] = Inval
     return value
 
 
+def one_line(message: str) -> str:
+    """An error message as one printable line: control characters and lone surrogates (from the
+    bad input it quotes) written as escapes, so printing or JSON-encoding it cannot fail.
+
+    Example:
+        >>> one_line("bad value 'a\\nb\\udcff'")
+        "bad value 'a\\\\nb\\\\udcff'"
+    """
+    text = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    if text.isprintable():
+        return text
+    # control characters (\n, \x0b, \x85, \u2028, ...) as escapes: they would break the line
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def print_error(error: BaseException | str) -> None:
+    """`error: <one line>` on stderr: how every command reports bad input."""
+    print(f"error: {one_line(str(error))}", file=sys.stderr)
+
+
 def decode_bytes(data: bytes, what: str, error: type[DecodelabError] = InvalidOption) -> str:
     """UTF-8 bytes as text; anything else is a typed error that says where decoding failed."""
     try:
@@ -87,8 +107,8 @@ def read_text_file(path: str, what: str, *, max_chars: int = MAX_TEXT_FILE_CHARS
         else:
             with open(path, "rb") as handle:
                 data = handle.read(max_chars * 4 + 1)
-    except OSError as exc:
-        raise error(f"{what}: cannot read {label}: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+        raise error(f"{what}: cannot read {label[:200]}: {getattr(exc, 'strerror', None) or exc}") from None
     text = decode_bytes(data, f"{what}: {label}", error)
     if len(text) > max_chars:
         raise error(f"{what}: {label} is longer than {max_chars} characters")

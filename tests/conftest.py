@@ -100,3 +100,13 @@ def tiny_lm64() -> dl.LM:
 def smol() -> dl.LM:
     """The packaged SmolLM2-135M-Instruct in float32 (about 3 s to load from the safetensors cache)."""
     return dl.load(weights="fp32")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """How many generated hostile inputs the property-based suite threw at each surface."""
+    import sys
+
+    module = sys.modules.get("test_hostile_input")
+    if module is not None and any(module.CASES.values()):
+        cases = ", ".join(f"{surface} {n}" for surface, n in module.CASES.items())
+        terminalreporter.write_line(f"hostile-input cases run: {cases}")

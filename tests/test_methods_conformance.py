@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 from oracle import chi_square_pvalue, enumerate_laws, exact_continuations, sample_continuations
+from surfaces import cli_args, python_keywords, server_body
 
 import decodelab as dl
 from decodelab.cli import build_parser
@@ -154,41 +155,15 @@ def client(target, test_methods):
 
 
 def _python_keywords(m: Method, draft) -> dict:
-    options = {k: (draft if k == "draft" else v) for k, v in m.example.items()}
-    return m.keywords(options)
+    return python_keywords(m, m.example, draft)
 
 
 def _sampling(m: Method) -> dict:
     return {"temperature": 1.0, "seed": 3} if m.capabilities.needs_sampling else {"temperature": 0}
 
 
-def _cli_args(m: Method, options: dict) -> list[str]:
-    from decodelab.decoding.method import slot
-
-    s = slot(m.slot)
-    args: list[str] = []
-    if s.flat:
-        for k, v in options.items():
-            flag = "--" + k.replace("_", "-")
-            if isinstance(v, bool):
-                args.append(flag if v else "--no-" + k.replace("_", "-"))
-            else:
-                args += [flag, str(v)]
-        return args
-    args += ["--" + s.selector.replace("_", "-"), m.name]
-    for k, v in options.items():
-        if k == "draft":
-            args += ["--draft", "tiny-random"]
-        else:
-            value = ",".join(map(str, v)) if isinstance(v, tuple) else str(v).lower() if isinstance(v, bool) else str(v)
-            args += [f"--{m.slot}-option", f"{k}={value}"]
-    return args
-
-
-def _server_body(m: Method, options: dict) -> dict:
-    body = m.keywords({k: ("draft" if k == "draft" else list(v) if isinstance(v, tuple) else v)
-                       for k, v in options.items()})
-    return body
+_cli_args = cli_args
+_server_body = server_body
 
 
 # ------------------------------------------------------------------ surfaces

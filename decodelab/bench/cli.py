@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DecodelabError, InvalidOption
+from ..sampling.options import bounded_number
+from ..text import print_error
 
 DEFAULT_METHODS = ("plain", "hf", "hf-prompt-lookup")
 QUICK_MAX_NEW_TOKENS = 16
@@ -40,13 +42,13 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="comma-separated methods (default: plain,hf,hf-prompt-lookup, plus hf-assisted with "
                              "--draft); other names are registered methods (`decodelab methods`), e.g. beam:num_beams=4")
     parser.add_argument("--suite", default=None, help="packaged suite name or .jsonl path (default: specbench_mini)")
-    parser.add_argument("--per-category", type=int, default=None, metavar="N", help="first N prompts per category")
-    parser.add_argument("--limit", type=int, default=None, metavar="N", help="first N prompts overall")
-    parser.add_argument("--max-new-tokens", type=int, default=None,
+    parser.add_argument("--per-category", type=bounded_number(int, 1, 100_000, "--per-category"), default=None, metavar="N", help="first N prompts per category")
+    parser.add_argument("--limit", type=bounded_number(int, 1, 1_000_000, "--limit"), default=None, metavar="N", help="first N prompts overall")
+    parser.add_argument("--max-new-tokens", type=bounded_number(int, 1, 32768, "--max-new-tokens"), default=None,
                         help=f"new tokens per prompt (default {DEFAULT_MAX_NEW_TOKENS}; {QUICK_MAX_NEW_TOKENS} with --quick)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
-    parser.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i (default 0)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--temperature", type=bounded_number(float, 0, 100, "--temperature"), default=0.0, help="0 is greedy (default)")
+    parser.add_argument("--seed", type=bounded_number(int, 0, 2**63 - 1, "--seed"), default=0, help="prompt i uses seed + i (default 0)")
+    parser.add_argument("--threads", type=bounded_number(int, 1, 1024, "--threads"), default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--weights", default="auto", help="weight precision: auto (a GGUF file's own: int4/int8, bf16 activations), int4, int8, bf16, fp32 (target and draft)")
     parser.add_argument("--out", default=None, help="output folder (default bench-out/<timestamp>)")
     parser.add_argument("--quick", action="store_true",
@@ -62,7 +64,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except DecodelabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return exc.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

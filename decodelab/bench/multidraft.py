@@ -24,6 +24,7 @@ import torch
 from ..errors import DecodelabError
 from ..sampling.config import SamplingConfig, process_logits
 from ..speculative.multidraft_math import acceptance_table, format_acceptance_table
+from ..text import print_error
 from .suite import load_suite
 
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = acceptance_table(pairs, n_values)
         table = format_acceptance_table(rows)
     except (DecodelabError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 2
     command = "python -m decodelab.bench.multidraft " + " ".join(argv if argv is not None else sys.argv[1:])
     print(table)

@@ -298,7 +298,8 @@ def select_methods(ctx: BuildContext, kwargs: dict[str, Any]) -> list[Selected]:
             raise InvalidOption(f"{s.options_keyword} applies to a method given by name")
         chosen.append(Selected(None, value, parts=s.from_object(value, ctx), name=s.selector, slot=s.name))
     flat = {spec.name: spec for spec in flat_option_specs()}
-    given = {k: kwargs.pop(k) for k in list(kwargs) if k in flat}
+    # checked before any method's `selects` looks at them (num_beams="x" is a typed error, not a TypeError)
+    given = {k: flat[k].check(kwargs.pop(k)) for k in list(kwargs) if k in flat}
     used: set[str] = set()
     for m in methods():
         if not _SLOTS[m.slot].flat:

@@ -92,7 +92,7 @@ class GenerationOutput:
     records: list[TokenRecord]
     stats: GenerationStats
     finish_reason: str  # "stop" (EOS, stop string, complete grammar), "length" (max tokens or context),
-    # "constraint" (a constraint no allowed token can continue)
+    # "constraint" (a constraint no allowed token can continue), "timeout" (the server's time limit cut it)
     prompt_token_ids: list[int] = field(default_factory=list)
     # constrained generation (None when unconstrained): whether the text is a complete member
     # of the language; AWRS/SMC: the log importance weight of this text and (SMC) the log

@@ -7,14 +7,13 @@ decoding — so the processed distributions they compare cannot drift apart (as 
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
 
 from ..errors import InvalidOption
-from .options import option
+from .options import option, option_specs
 from .processors import (
     EpsilonCutoff,
     EtaCutoff,
@@ -29,6 +28,8 @@ from .processors import (
     TopP,
     Typical,
 )
+
+MAX_LOGIT_BIAS = 1024  # entries of logit_bias at most
 
 
 @dataclass(frozen=True)
@@ -72,40 +73,24 @@ class SamplingConfig:
         return cls(**merged)
 
     def validate(self) -> None:
-        def number(name: str, value: Any) -> float:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InvalidOption(f"{name} must be a finite number, got {value!r}")
-            return float(value)
-
-        if number("temperature", self.temperature) < 0:
-            raise InvalidOption(f"temperature must be >= 0 (0 means greedy), got {self.temperature}")
-        if self.top_k is not None:
-            if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-                raise InvalidOption(f"top_k must be a non-negative integer (0 disables), got {self.top_k!r}")
-        for name in ("top_p", "typical_p"):
-            value = getattr(self, name)
-            if value is not None and not 0 < number(name, value) <= 1:
-                raise InvalidOption(f"{name} must be in (0, 1], got {value}")
-        for name in ("min_p", "epsilon_cutoff", "eta_cutoff"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= number(name, value) < 1:
-                raise InvalidOption(f"{name} must be in [0, 1), got {value}")
-        if self.repetition_penalty is not None and number("repetition_penalty", self.repetition_penalty) <= 0:
-            raise InvalidOption(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
-        for name in ("frequency_penalty", "presence_penalty"):
-            value = getattr(self, name)
-            if value is not None and not -2 <= number(name, value) <= 2:
-                raise InvalidOption(f"{name} must be in [-2, 2], got {value}")
+        """Every field against its option spec (the bounds the CLI and the server show), then logit_bias."""
+        for spec in option_specs(type(self)):
+            if spec.name != "logit_bias":
+                spec.check(getattr(self, spec.name))
         if self.logit_bias is not None:
             if not isinstance(self.logit_bias, dict):
-                raise InvalidOption("logit_bias must map token ids to numbers")
+                raise InvalidOption("logit_bias must map token ids to numbers", param="logit_bias")
+            if len(self.logit_bias) > MAX_LOGIT_BIAS:
+                raise InvalidOption(f"logit_bias has at most {MAX_LOGIT_BIAS} entries", param="logit_bias")
             for token, bias in self.logit_bias.items():
                 try:
                     int(token)
                 except (TypeError, ValueError):
-                    raise InvalidOption(f"logit_bias key {token!r} is not a token id") from None
-                if number("logit_bias value", bias) and not -100 <= float(bias) <= 100:
-                    raise InvalidOption(f"logit_bias values must be in [-100, 100], got {bias}")
+                    raise InvalidOption(f"logit_bias key {str(token)[:40]!r} is not a token id",
+                                        param="logit_bias") from None
+                if isinstance(bias, bool) or not isinstance(bias, (int, float)) or not -100 <= bias <= 100:
+                    raise InvalidOption(f"logit_bias values must be finite numbers in [-100, 100], got {bias!r}"[:200],
+                                        param="logit_bias")
 
     def check_vocab(self, vocab_size: int) -> None:
         for token in (self.logit_bias or {}):

@@ -20,15 +20,17 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import functools
 import math
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from ..errors import InvalidOption
-from ..text import check_nested_text, check_text
+from ..text import check_nested_text, check_text, one_line
 
 MISSING = dataclasses.MISSING
 
@@ -80,21 +82,23 @@ class OptionSpec:
             return None
         if self.kind == "bool":
             if not isinstance(value, bool):
-                raise InvalidOption(f"{where}{self.name} must be true or false, got {value!r}", param=self.name)
+                raise InvalidOption(f"{where}{self.name} must be true or false, got {_short(value)}", param=self.name)
             return value
         if self.kind == "choice":
             if value not in self.choices:
-                raise InvalidOption(f"{where}{self.name} must be {self.describe_range()}, got {value!r}", param=self.name)
+                raise InvalidOption(f"{where}{self.name} must be {self.describe_range()}, got {_short(value)}", param=self.name)
             return value
         if self.kind in ("int", "float"):
             ok = isinstance(value, int) if self.kind == "int" else isinstance(value, (int, float))
-            if isinstance(value, bool) or not ok or (self.kind == "float" and not math.isfinite(value)):
+            if isinstance(value, bool) or not ok or (isinstance(value, float) and not math.isfinite(value)):
                 article = "an integer" if self.kind == "int" else "a finite number"
                 rng = self.describe_range()
-                raise InvalidOption(f"{where}{self.name} must be {article}{' ' + rng if rng else ''}, got {value!r}", param=self.name)
+                raise InvalidOption(f"{where}{self.name} must be {article}{' ' + rng if rng else ''}, "
+                                    f"got {_short(value)}", param=self.name)
             if not self.within(value):
                 article = "an integer" if self.kind == "int" else "a number"
-                raise InvalidOption(f"{where}{self.name} must be {article} {self.describe_range()}, got {value!r}", param=self.name)
+                raise InvalidOption(f"{where}{self.name} must be {article} {self.describe_range()}, got {_short(value)}",
+                                    param=self.name)
             return value
         if self.kind == "str":
             if not isinstance(value, str):
@@ -108,11 +112,11 @@ class OptionSpec:
                 try:
                     values = [int(x) for x in values.replace("x", ",").split(",")]
                 except ValueError:
-                    raise InvalidOption(f"{where}{self.name} must be integers like 3,2,1, got {value!r}", param=self.name) from None
+                    raise InvalidOption(f"{where}{self.name} must be integers like 3,2,1, got {_short(value)}", param=self.name) from None
             if not isinstance(values, (list, tuple)) or not values or any(
                     isinstance(v, bool) or not isinstance(v, int) or not self.within(v) for v in values):
                 raise InvalidOption(f"{where}{self.name} must be a list of integers {self.describe_range()}, "
-                                    f"got {value!r}", param=self.name)
+                                    f"got {_short(value)}", param=self.name)
             if self.max_length is not None and len(values) > self.max_length:
                 raise InvalidOption(f"{where}{self.name} takes at most {self.max_length} values", param=self.name)
             return tuple(values)
@@ -125,6 +129,14 @@ class OptionSpec:
     def within(self, value: float) -> bool:
         return not ((self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
                     or (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt))
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: at most 60 characters (a 5000-digit integer is not a message)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**60:
+        return f"an integer of about {len(str(abs(value))) if abs(value) < 10**4000 else 'over 4000'} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _num(x: float) -> str:
@@ -169,6 +181,11 @@ def _kind(annotation: Any) -> tuple[str, tuple | None, bool]:
 
 def option_specs(cls: type) -> list[OptionSpec]:
     """The options of a dataclass, in field order."""
+    return list(_option_specs(cls))
+
+
+@functools.cache
+def _option_specs(cls: type) -> tuple[OptionSpec, ...]:
     specs = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
@@ -179,7 +196,7 @@ def option_specs(cls: type) -> list[OptionSpec]:
         specs.append(OptionSpec(name=f.name, kind=kind, help=meta.pop("help", ""), default=default,
                                 choices=meta.pop("choices", None) or choices, optional=optional,
                                 annotation=hints[f.name], **meta))
-    return specs
+    return tuple(specs)
 
 
 def check_options(cls: type, values: dict[str, Any], owner: str) -> Any:
@@ -220,11 +237,37 @@ def parse_cli_value(text: str) -> Any:
     return text
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse whose errors (its subcommands' too) are one line naming the help, with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:  # type: ignore[override]
+        self.exit(2, f"error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def bounded_number(kind: type, low: float, high: float, what: str) -> Any:
+    """An argparse `type`: a number of `kind` in [low, high] (NaN and overflow refused), so that
+    command-line flags that are not method options are bounded too.
+
+    Example:
+        >>> bounded_number(int, 0, 65535, "a port")("8000")
+        8000
+    """
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except (ValueError, OverflowError):
+            value = None
+        if value is None or not low <= value <= high:  # NaN fails the comparison too
+            article = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"{what} is {article} in [{_num(low)}, {_num(high)}], got {text!r}")
+        return value
+
+    return parse
+
+
 def add_flags(group: Any, specs: list[OptionSpec]) -> None:
     """argparse flags from option specs: the same name (dashes for underscores), type, range and help
     as in Python and the server. Booleans get --name / --no-name; file options take a path."""
-    import argparse
-
     for spec in specs:
         flag = "--" + spec.name.replace("_", "-")
         text = spec.help + (f" ({spec.describe_range()})" if spec.describe_range() else "")

@@ -3,8 +3,8 @@
 Shapes follow OpenAI's completions and chat completions APIs. Differences worth knowing:
 logprobs (and `records`) are under the model's raw distribution, before sampler processing
 (temperature, top-p, ...), as `TokenRecord` defines them; sampler fields left out take the
-model's own generation config, as in `dl.generate`; a row stopped by the time limit ends with
-finish_reason "length".
+model's own generation config, as in `dl.generate`; a row stopped by the time limit keeps its
+partial text and ends with finish_reason "timeout" (not "length": it did not reach max_tokens).
 
 Constrained generation: `response_format` {"type": "json_schema", "json_schema": {"name", "schema",
 "strict"}} or {"type": "json_object"} on both endpoints, or decodelab's fields `regex`, `json_schema`,
@@ -68,6 +68,7 @@ class ServerConfig:
     batch_wait: float = 0.01  # seconds the engine waits for more requests to batch
     completion_default_max_tokens: int = 16  # OpenAI's default for /v1/completions
     continuous_batching: bool = True  # queued requests join a running batch between steps
+    measure_costs: bool = True  # measure each model's verify cost t(n) at start (once per machine; cached)
 
 
 class _ClientGone(Exception):
@@ -86,7 +87,8 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
     """
     config = config or ServerConfig()
     engine = Engine(models, max_batch=config.max_batch, queue_size=config.queue_size, batch_wait=config.batch_wait,
-                    max_rows_per_request=config.max_rows_per_request, continuous=config.continuous_batching)
+                    max_rows_per_request=config.max_rows_per_request, continuous=config.continuous_batching,
+                    measure_costs=config.measure_costs)
     _, CompletionRequest, ChatCompletionRequest = build_request_models()
     requests = metrics.RequestCounter()
     aliases = {k.lower(): v for k, v in (aliases or {}).items()}
@@ -446,8 +448,18 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
         return error_response(400, f"unknown option '{param}'", param=param, code="unknown_option")
     if kind == "missing":
         return error_response(400, f"missing required field '{param}'", param=param, code="missing_field")
+    if not loc and kind in ("model_attributes_type", "dict_type"):
+        return error_response(400, "the request body must be a JSON object (send Content-Type: application/json)",
+                              code="invalid_json")
+    message = str(first.get("msg", "invalid request"))
+    # our own checks raise ValueError subclasses; pydantic prefixes their text
+    message = message.removeprefix("Value error, ")
+    code = "invalid_value"
+    context_error = (first.get("ctx") or {}).get("error")
+    if isinstance(context_error, DecodelabError):
+        code = getattr(context_error, "code", None) or code
     where = f" ({param})" if param else ""
-    return error_response(400, f"{first.get('msg', 'invalid request')}{where}", param=param, code="invalid_value")
+    return error_response(400, f"{message}{where}", param=param, code=code)
 
 
 def _version() -> str:

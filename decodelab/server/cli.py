@@ -7,17 +7,10 @@ import sys
 from pathlib import Path
 
 from ..errors import DecodelabError, InvalidOption
+from ..sampling.options import OneLineErrorParser, bounded_number
+from ..text import print_error
 
-
-def port_number(text: str) -> int:
-    """A TCP port from the command line, checked before any model loads."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"a port is an integer in [0, 65535], got {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is an integer in [0, 65535], got {port}")
-    return port
+port_number = bounded_number(int, 0, 65535, "a port")
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -43,15 +36,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-key", default=None,
                         help="require 'Authorization: Bearer KEY' on /v1/* and /metrics "
                              "(default: $DECODELAB_API_KEY, else no key)")
-    parser.add_argument("--max-batch", type=int, default=16, help="rows per batch (default 16)")
-    parser.add_argument("--queue-size", type=int, default=256, help="queued requests before 429 (default 256)")
+    parser.add_argument("--max-batch", type=bounded_number(int, 1, 4096, "--max-batch"), default=16,
+                        help="rows per batch (default 16, at most 4096)")
+    parser.add_argument("--queue-size", type=bounded_number(int, 1, 100_000, "--queue-size"), default=256,
+                        help="queued requests before 429 (default 256, at most 100000)")
     parser.add_argument("--continuous-batching", action=argparse.BooleanOptionalAction, default=True,
                         help="queued requests join the running batch between steps (default on)")
-    parser.add_argument("--max-tokens-limit", type=int, default=1024,
-                        help="largest max_tokens a request may ask for (default 1024)")
-    parser.add_argument("--timeout", type=float, default=120.0,
-                        help="seconds a request may take, queueing included (default 120)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--max-tokens-limit", type=bounded_number(int, 1, 32768, "--max-tokens-limit"), default=1024,
+                        help="largest max_tokens a request may ask for (default 1024, at most 32768)")
+    parser.add_argument("--timeout", type=bounded_number(float, 0.1, 86400, "--timeout"), default=120.0,
+                        help="seconds a request may take, queueing included (default 120, at most a day)")
+    parser.add_argument("--measure-costs", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure each model's verify cost t(n) at start, once per machine (default on); "
+                             "requests never measure it")
+    parser.add_argument("--threads", type=bounded_number(int, 1, 1024, "--threads"), default=None,
+                        help="torch threads (default: torch's choice)")
     parser.add_argument("--weights", default="auto", help="weight precision: auto (a GGUF file's own: int4/int8, bf16 activations), int4, int8, bf16, fp32")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
@@ -112,7 +111,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
     models, aliases = load_models(model_names(args.model), threads=args.threads, weights=args.weights)
     config = ServerConfig(api_key=api_key, max_batch=args.max_batch, queue_size=args.queue_size,
                           max_tokens_limit=args.max_tokens_limit, timeout=args.timeout,
-                          continuous_batching=args.continuous_batching)
+                          continuous_batching=args.continuous_batching, measure_costs=args.measure_costs)
     app = create_app(models, config, aliases=aliases)
     print(f"decodelab: serving {', '.join(models)} on http://{args.host}:{args.port} (viewer at /)", file=sys.stderr)
     serve(app, args.host, args.port, log_level=args.log_level)
@@ -121,11 +120,11 @@ def run_serve_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m decodelab.server`: the same as `decodelab serve`."""
-    parser = argparse.ArgumentParser(prog="python -m decodelab.server")
+    parser = OneLineErrorParser(prog="python -m decodelab.server")
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
     try:
         return run_serve_command(args)
     except DecodelabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return exc.exit_code

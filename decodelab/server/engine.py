@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ..decoding import GenerationOutput, compose
-from ..decoding.generate import choose_methods
+from ..decoding.generate import choose_methods, encode_prompts
 from ..decoding.records import TokenRecord
 from ..errors import DecodelabError, InvalidOption, PromptTooLong
 from ..models.lm import LM, Prompt
@@ -165,7 +165,8 @@ class Engine:
     """
 
     def __init__(self, models: dict[str, LM], *, max_batch: int = 16, queue_size: int = 256,
-                 batch_wait: float = 0.01, max_rows_per_request: int = 16, continuous: bool = True):
+                 batch_wait: float = 0.01, max_rows_per_request: int = 16, continuous: bool = True,
+                 measure_costs: bool = True):
         if not models:
             raise InvalidOption("the engine needs at least one model")
         if max_batch < 1 or queue_size < 1:
@@ -176,6 +177,7 @@ class Engine:
         self.batch_wait = batch_wait
         self.max_rows_per_request = max_rows_per_request
         self.continuous = continuous
+        self.measure_costs = measure_costs
         self.stats = EngineStats()
         self._pending: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -185,7 +187,13 @@ class Engine:
 
     # ------------------------------------------------------------------ control
     def start(self) -> None:
+        """Measure what requests must not measure (each model's verify cost, unless cached), then serve."""
         if self._thread is None:
+            if self.measure_costs:
+                from ..speculative.cost import cached_cost_curve
+
+                for lm in self.models.values():
+                    cached_cost_curve(lm)
             self._thread = threading.Thread(target=self._work, name="decodelab-engine", daemon=True)
             self._thread.start()
 
@@ -234,13 +242,16 @@ class Engine:
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
+        from ..speculative.cost import no_measurement
+
         torch.set_grad_enabled(False)  # grad mode is per thread
-        while True:
-            jobs = self._next_batch()
-            if jobs is None:
-                return
-            if jobs:
-                self._run_batch(jobs)
+        with no_measurement():  # a request never takes the machine to measure costs while others wait
+            while True:
+                jobs = self._next_batch()
+                if jobs is None:
+                    return
+                if jobs:
+                    self._run_batch(jobs)
 
     def _compatible_rows(self, first: Job) -> int:
         return sum(j.rows for j in self._pending if j.key == first.key)
@@ -288,10 +299,11 @@ class Engine:
         for job in jobs:
             lm = self.models[job.model]
             try:
-                job.prompt_ids = [lm.encode(p, chat=job.chat) for p in job.prompts]
-                for ids in job.prompt_ids:
+                job.prompt_ids = encode_prompts(lm, job.prompts, chat=job.chat, batch=len(job.prompts) > 1)
+                for i, ids in enumerate(job.prompt_ids):
                     if len(ids) >= lm.context_length:
-                        raise PromptTooLong(f"the prompt has {len(ids)} tokens; the model's context is "
+                        where = f"prompt {i} of the batch" if len(job.prompt_ids) > 1 else "the prompt"
+                        raise PromptTooLong(f"{where} has {len(ids)} tokens; the model's context is "
                                             f"{lm.context_length} tokens")
             except Exception as exc:  # noqa: BLE001 - reported to the client, the server goes on
                 self._fail(job, exc)
@@ -413,8 +425,8 @@ class Engine:
                 with self.stats.lock:
                     self.stats.cancelled_rows += 1
             elif now > job.deadline:
-                # Partial output is more useful than none; it ends as if the budget ran out.
-                run.finish(index, "length")
+                # Partial output is more useful than none; finish_reason says it was cut for time.
+                run.finish(index, "timeout")
                 finished.add(index)
                 with self.stats.lock:
                     self.stats.timed_out_rows += 1

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from ..errors import DecodelabError, ModelNotFound, PromptTooLong
+from ..text import one_line
 
 _TYPES = {
     400: "invalid_request_error",
@@ -35,7 +36,7 @@ class APIError(Exception):
 
 def error_body(status: int, message: str, *, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     kind = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return {"error": {"message": one_line(message), "type": kind, "param": param and one_line(param), "code": code}}
 
 
 def error_response(status: int, message: str, *, param: str | None = None, code: str | None = None,

@@ -10,24 +10,22 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
-from ..errors import InvalidOption
+from ..decoding.detokenize import MAX_STOP_CHARS, MAX_STOP_STRINGS, validate_stop
+from ..errors import InvalidOption, InvalidPrompt
+from ..models.lm import CHAT_ROLES
 from ..sampling.options import OptionSpec
+from ..text import check_nested_text
 from .errors import APIError
 
-NonEmptyText = Annotated[str, Field(min_length=1, max_length=1000)]
 MAX_CONSTRAINT_CHARS = 100_000  # longest text option (regex, grammar): bounds compile time on the engine thread
 
 
-def _utf8(value: Any) -> Any:
-    """Reject lone surrogates (valid JSON escapes, invalid text) before they reach a tokenizer."""
-    if isinstance(value, str):
-        value.encode("utf-8")
-    elif isinstance(value, list):
-        for item in value:
-            _utf8(item)
-    return value
+def _utf8(value: Any, what: str = "text") -> Any:
+    """Reject lone surrogates (valid JSON escapes, invalid text) before they reach a tokenizer,
+    with the message Python and the CLI give."""
+    return check_nested_text(value, what)
 
 
 class _Strict(BaseModel):
@@ -75,7 +73,8 @@ class _OpenAIOptions(_Strict):
     n: int = Field(1, ge=1, le=16, description="completions per prompt")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: NonEmptyText | list[NonEmptyText] | None = Field(None, description="up to 8 stop strings")
+    stop: str | list[str] | None = Field(None, description=f"up to {MAX_STOP_STRINGS} stop strings of at most "
+                                                             f"{MAX_STOP_CHARS} characters")
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     user: str | None = Field(None, max_length=256)
     logit_bias: dict[str, float] | None = Field(None, description="token id (as a string) -> bias in [-100, 100]")
@@ -86,9 +85,8 @@ class _OpenAIOptions(_Strict):
     @field_validator("stop")
     @classmethod
     def _stop(cls, value: Any) -> Any:
-        if isinstance(value, list) and len(value) > 8:
-            raise ValueError("at most 8 stop strings")
-        return _utf8(value)
+        validate_stop(value)  # the checks and messages of dl.generate
+        return value
 
     @field_validator("logit_bias")
     @classmethod
@@ -107,6 +105,8 @@ def _field(spec: OptionSpec) -> tuple[Any, Any]:
         kind = Literal[spec.choices]  # type: ignore[valid-type]
     elif spec.kind == "int_list":
         kind = list[int] | str
+    if spec.kind == "float":
+        bounds["allow_inf_nan"] = False  # JSON's NaN/Infinity extensions: "finite number", not a range error
     if spec.kind == "str":
         bounds["max_length"] = spec.max_length or MAX_CONSTRAINT_CHARS
         bounds["min_length"] = 1
@@ -139,9 +139,9 @@ def _derived_fields() -> dict[str, tuple[Any, Any]]:
 class _MethodOptions(_OpenAIOptions):
     @field_validator("*", mode="before")
     @classmethod
-    def _text(cls, value: Any) -> Any:
+    def _text(cls, value: Any, info: ValidationInfo) -> Any:
         """Reject lone surrogates in any text field (valid JSON escapes, invalid text)."""
-        return _utf8(value) if isinstance(value, (str, list)) else value
+        return _utf8(value, info.field_name or "text") if isinstance(value, (str, list, dict)) else value
 
     def constraint(self) -> dict[str, Any] | None:
         """The grammar options (regex/json_schema/grammar + method options), response_format included.
@@ -203,7 +203,7 @@ class _Completion(_Strict):
     def _prompt(cls, value: Any) -> Any:
         if isinstance(value, list) and len(value) == 0:
             raise ValueError("the prompt is empty")
-        return _utf8(value)
+        return _utf8(value, "the prompt")
 
 
 class TextPart(_Strict):
@@ -217,14 +217,21 @@ class TextPart(_Strict):
 
 
 class ChatMessage(_Strict):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: str = Field(..., description=f"one of {', '.join(CHAT_ROLES)}")
     content: str | list[TextPart]
     name: str | None = Field(None, max_length=64)
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if value not in CHAT_ROLES:  # the message of dl.generate's check
+            raise InvalidPrompt(f"role must be one of {', '.join(CHAT_ROLES)}, got {value[:40]!r}")
+        return value
 
     @field_validator("content")
     @classmethod
     def _content(cls, value: Any) -> Any:
-        return _utf8(value)
+        return _utf8(value, "content")
 
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)

@@ -43,7 +43,7 @@ from ..errors import InvalidOption
 from ..models.lm import LM
 from ..sampling.keyed import KeyedNoise
 from .draft_model import DraftModel
-from .tree_shape import MAX_TREE_NODES, TREE_COST_SIZES, best_tree_size, branching_nodes
+from .tree_shape import MAX_TREE_NODES, best_tree_size, branching_nodes
 from .tree_verifiers import tree_verifier
 
 SIBLINGS = ("without_replacement", "iid")
@@ -97,7 +97,7 @@ class DraftTree(DraftModel):
         if self.adaptive:
             from .cost import verify_cost_curve
 
-            self.curve = verify_cost_curve(state.lm, sizes=TREE_COST_SIZES)
+            self.curve = verify_cost_curve(state.lm) or None  # None: not measured here, grow to `nodes`
 
     # ------------------------------------------------------------------ drafting
     def propose(self, state: DecodeState, budget: list[int]) -> Proposal:

@@ -49,7 +49,7 @@ def _length(target: LM, adaptive: bool, k: int, draft: LM | None = None) -> Draf
     from .cost import verify_cost_curve
 
     curve = verify_cost_curve(target)
-    draft_cost = verify_cost_curve(draft, sizes=(1,))[1] if draft is not None else 0.0
+    draft_cost = verify_cost_curve(draft, sizes=(1,)).get(1, 0.0) if draft is not None else 0.0
     return DraftLength(k_max=k, adaptive=True, verify_cost=curve, draft_cost=draft_cost)
 
 

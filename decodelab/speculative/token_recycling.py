@@ -27,7 +27,7 @@ from ..decoding.loop import DecodeState
 from ..decoding.protocols import Proposal, Verdict
 from ..errors import InvalidOption
 from ..models.lm import LM
-from .tree_shape import TREE_COST_SIZES, TreeTemplate, best_first_template, best_tree_size
+from .tree_shape import TreeTemplate, best_first_template, best_tree_size
 from .tree_verifiers import tree_verifier
 
 
@@ -74,8 +74,7 @@ class TokenRecycling:
         if self.adaptive and self.curve is None:
             from .cost import verify_cost_curve
 
-            sizes = tuple(sorted({*TREE_COST_SIZES, len(self.template) + 1}))
-            self.curve = verify_cost_curve(state.lm, sizes=sizes)
+            self.curve = verify_cost_curve(state.lm) or None  # None: not measured here, use the whole template
 
     def node_acceptance(self) -> torch.Tensor:
         """Estimated probability that each template node is on the accepted path."""

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 
 from ..engine.tree import depths, subtree_parents
 
-# tree sizes whose verify cost t(n) the tree methods measure (cost.verify_cost_curve)
-TREE_COST_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
 MAX_TREE_NODES = 256  # nodes of one row's draft tree at most: bounds the verify forward's memory and time
 
 

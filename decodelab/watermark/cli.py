@@ -14,8 +14,8 @@ from typing import Any
 from ..decoding.generate import GenerationOptions
 from ..errors import DecodelabError, InvalidOption
 from ..sampling.config import SamplingConfig
-from ..sampling.options import add_flags, option_specs
-from ..text import read_text_file
+from ..sampling.options import OneLineErrorParser, add_flags, option_specs
+from ..text import print_error, read_text_file
 from .schemes import DEFAULT_N, WatermarkOptions
 
 
@@ -65,7 +65,7 @@ def run_watermark_command(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except DecodelabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return exc.exit_code
 
 
@@ -102,7 +102,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (`python -m decodelab.watermark.cli watermark ...`) until the main CLI wires it."""
-    parser = argparse.ArgumentParser(prog="decodelab")
+    parser = OneLineErrorParser(prog="decodelab")
     sub = parser.add_subparsers(dest="command", required=True)
     add_watermark_parser(sub)
     return run_watermark_command(parser.parse_args(argv))

@@ -128,8 +128,8 @@ def _shifts(shift: int | list[int] | None, rows: int, n: int, state: DecodeState
     if not isinstance(values, (list, tuple)) or len(values) != rows:
         raise InvalidOption(f"shift must be an integer or one integer per prompt ({rows})")
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise InvalidOption(f"shift must be a non-negative integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+            raise InvalidOption(f"shift must be an integer in [0, 2^63), got {str(value)[:40]}", param="shift")
     return [int(v) % n for v in values]
 
 

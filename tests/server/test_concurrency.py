@@ -194,7 +194,7 @@ def test_time_limit_cuts_a_long_generation():
     try:
         out = httpx.post(server.url + "/v1/completions", timeout=60, json={
             "prompt": "ab", "max_tokens": 800, "temperature": 0, "logit_bias": {"0": -100}}).json()
-        assert out["choices"][0]["finish_reason"] == "length"
+        assert out["choices"][0]["finish_reason"] == "timeout"  # cut for time, not for its token budget
         assert out["usage"]["completion_tokens"] < 800
         assert _metrics(server)["decodelab_rows_timed_out_total"] == 1
     finally:

@@ -329,4 +329,4 @@ def test_time_limit_ends_a_constrained_stream_with_its_fields():
     text = "".join(c.choices[0].text for c in chunks if c.choices)
     last = [c.choices[0].model_dump() for c in chunks if c.choices][-1]
     assert 0 < len(text) < 800 and re.fullmatch("[a-z]+", text)
-    assert last["finish_reason"] == "length" and last["constraint_satisfied"] is True
+    assert last["finish_reason"] == "timeout" and last["constraint_satisfied"] is True
