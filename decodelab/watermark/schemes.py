@@ -35,7 +35,7 @@ from ..decoding.records import GenerationOutput
 from ..errors import InvalidOption
 from ..models.lm import LM, Prompt
 from ..sampling.options import option
-from .keys import check_key, exp_key_sequence, green_mask, its_key
+from .keys import check_key, green_mask, its_key, noise
 
 SCHEMES = ("exp", "its", "kgw")
 DEFAULT_N = 256
@@ -82,7 +82,6 @@ class WatermarkVerifier:
         self.shifts: list[int] = []
         self.gamma = gamma
         self.delta = delta
-        self._xi: torch.Tensor | None = None
         self._its: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def start(self, state: DecodeState) -> None:
@@ -106,9 +105,10 @@ class WatermarkVerifier:
             probs = processed.softmax(-1)
             positions = torch.tensor(self._positions(state))
             if self.scheme == "exp":
-                if self._xi is None:
-                    self._xi = torch.from_numpy(exp_key_sequence(self.key, self.n, vocab).copy())
-                tokens = exp_choice(probs, self._xi[positions].to(device))
+                # only this step's key rows: the same numbers as exp_key_sequence's rows, without its
+                # n x V table (seconds and hundreds of MB per key on a large vocabulary)
+                xi = noise(self.key).uniform(positions[:, None], vocab)
+                tokens = exp_choice(probs, xi.to(device))
             else:
                 if self._its is None:
                     u, rank = its_key(self.key, self.n, vocab)
