@@ -244,6 +244,11 @@ HOSTILE_PROMPTS = st.one_of(
 )
 
 
+# reproducible in CI (derandomized, no example database); fixtures are module-scoped or read each example
+HOSTILE_SETTINGS = settings(max_examples=250, deadline=None, derandomize=True, database=None,
+                            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
 def _request(method: Method | None, name: str, value, draft) -> dict:
     """Keywords with `name` set to the hostile value, the method's other options at its example."""
     if method is None:
@@ -258,8 +263,7 @@ def _timed(fn):
     return result
 
 
-@settings(max_examples=250, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@HOSTILE_SETTINGS
 @given(st.sampled_from(OPTIONS), HOSTILE, HOSTILE_PROMPTS, st.booleans())
 def test_python_hostile_options_and_prompts(lm, pair, value, prompt, good_prompt):
     method, name = pair
@@ -279,8 +283,7 @@ def _json_safe(value) -> bool:
         return False
 
 
-@settings(max_examples=250, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@HOSTILE_SETTINGS
 @given(st.sampled_from(OPTIONS), HOSTILE, HOSTILE_PROMPTS, st.booleans())
 def test_http_hostile_options_and_prompts(client, pair, value, prompt, good_prompt):
     method, name = pair
@@ -296,8 +299,7 @@ def test_http_hostile_options_and_prompts(client, pair, value, prompt, good_prom
         assert r.json()["error"]["message"]
 
 
-@settings(max_examples=120, deadline=None, derandomize=True, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(HOSTILE_SETTINGS, max_examples=120)
 @given(st.sampled_from(OPTIONS), HOSTILE)
 def test_cli_hostile_options(capsys, pair, value):
     method, name = pair

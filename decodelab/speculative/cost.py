@@ -17,6 +17,7 @@ atomically.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ _FORMAT = 2
 log = logging.getLogger("decodelab")
 _MEMO: dict[str, dict[int, float]] = {}
 _LOCK = threading.Lock()
-_local = threading.local()
+_FORBIDDEN: contextvars.ContextVar[bool] = contextvars.ContextVar("decodelab_no_cost_measurement", default=False)
 
 
 @contextlib.contextmanager
@@ -55,16 +56,15 @@ def no_measurement() -> Iterator[None]:
         ...     verify_cost_curve(dl.load("tiny-random", hidden_size=48), sizes=(1, 4))   # not measured yet
         {}
     """
-    before = getattr(_local, "forbidden", False)
-    _local.forbidden = True
+    token = _FORBIDDEN.set(True)  # a context variable: each thread has its own value
     try:
         yield
     finally:
-        _local.forbidden = before
+        _FORBIDDEN.reset(token)
 
 
 def measurement_allowed() -> bool:
-    return not getattr(_local, "forbidden", False)
+    return not _FORBIDDEN.get()
 
 
 def _cache_file(lm: LM, context: int):
