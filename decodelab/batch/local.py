@@ -42,9 +42,15 @@ def run_local(spec: JobSpec, rows: list[Row], workers: int, on_record: OnRecord)
     """Run every row on `workers` local workers; `on_record` receives each record in this
     process. Returns counters: worker restarts and rows put back in the queue."""
     if workers == 1:
-        task = build_task(spec)
-        for row in rows:
-            on_record(task.record(row))
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            task = build_task(spec)
+            for row in rows:
+                on_record(task.record(row))
+        finally:
+            torch.set_num_threads(threads)  # process-wide: give the caller back its setting
         return {"restarts": 0, "requeued": 0}
     return _Pool(replace(spec, threads=threads_per_worker(spec, workers)), workers).run(rows, on_record)
 
@@ -80,7 +86,10 @@ class _Pool:
     def __init__(self, spec: JobSpec, size: int):
         self.spec = spec
         self.size = size
-        self.context = mp.get_context("spawn")  # no fork of a process holding torch threads
+        # a fork server: a fresh process that imported decodelab once and never ran torch threads,
+        # so that forking from it is safe and fast (also when a dead worker is replaced)
+        self.context = mp.get_context("forkserver")
+        self.context.set_forkserver_preload(["decodelab.batch.preload"])
         self.workers: list[_Worker] = []
         self.counters = {"restarts": 0, "requeued": 0}
 
