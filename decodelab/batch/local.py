@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -58,6 +59,7 @@ def run_local(spec: JobSpec, rows: list[Row], workers: int, on_record: OnRecord)
 def _worker_main(spec: JobSpec, conn: Connection) -> None:
     """A worker process: load the model, then answer each row with its record until told to stop."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     try:
         task = build_task(spec)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which fails the job
