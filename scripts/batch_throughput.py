@@ -37,13 +37,14 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated names of CONFIGS")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="batch-throughput-"))
     prompts = load_suite("specbench_mini", limit=args.rows).prompts
     (folder / "in.jsonl").write_text("".join(json.dumps({"id": p.id, "prompt": p.messages}) + "\n" for p in prompts))
-    results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in CONFIGS}
+    names = [n.strip() for n in args.configs.split(",")]
+    results: dict[str, list[tuple[float, float, int]]] = {name: [] for name in names}
     outputs: dict[str, bytes] = {}
-    names = list(CONFIGS)
     load = [os.getloadavg()[0]]
     for round_ in range(args.rounds):
         for name in names[round_ % len(names):] + names[:round_ % len(names)]:
@@ -53,7 +54,7 @@ def main() -> None:
             stamps: list[float] = []
             out = folder / f"out-{round_}-{names.index(name)}.jsonl"
             summary = run_job(spec, folder / "in.jsonl", out, workers=workers, ray=ray, progress=False,
-                              on_record=lambda record: stamps.append(time.perf_counter()))
+                              on_record=lambda record, stamps=stamps: stamps.append(time.perf_counter()))
             steady = (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
             results[name].append((summary.rows_per_second, steady, summary.new_tokens))
             outputs[name] = out.read_bytes()
@@ -63,8 +64,8 @@ def main() -> None:
     same = len(set(outputs.values())) == 1
     print(f"\n{args.rows} rows, {args.max_new_tokens} new tokens max, temperature 0.7; outputs identical across "
           f"configurations: {same}; 1-min load average during the runs: {min(load):.1f}-{max(load):.1f}")
-    base = statistics.median(r[1] for r in results["local 1 worker x 2 threads"])
-    print("| configuration | rows/s, whole job (median) | rows/s, steady state (median) | steady vs local 1x2 |")
+    base = statistics.median(r[1] for r in results[names[0]])
+    print(f"| configuration | rows/s, whole job (median) | rows/s, steady state (median) | steady vs {names[0]} |")
     print("|---|---|---|---|")
     for name, runs in results.items():
         whole, steady = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)

@@ -43,6 +43,8 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         _add_job_flags(p)
         if name == "generate":
             add_generation_flags(p)
+            seed = next(a for a in p._actions if a.dest == "seed")
+            seed.help = "job seed: row r samples with seed hash(seed, r's id) (default 0)"
             p.add_argument("--records", action="store_true", help="keep per-token records in each output line")
         else:
             _add_model_flags(p)
@@ -76,7 +78,7 @@ def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model pack name, HF folder or .gguf file (default: packaged SmolLM2)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
     parser.add_argument("--weights", default="auto", help="weight precision: auto, int4, int8, bf16, fp32")
-    parser.add_argument("--seed", type=int, default=0, help="job seed: row r draws from hash(seed, r's id)")
+    parser.add_argument("--seed", type=int, default=0, help="job seed: row r uses seed hash(seed, r's id) (default 0)")
 
 
 def job_spec(args: argparse.Namespace) -> Any:

@@ -93,19 +93,26 @@ class Store:
 
     @contextmanager
     def writer(self) -> Iterator[Callable[[dict[str, Any]], None]]:
-        """A function that appends one record to this run's own part file."""
-        self.parts.mkdir(parents=True, exist_ok=True)
+        """A function that appends one record to this run's own part file (made at the first
+        record, so that a run that fails before any row leaves nothing behind)."""
         path = self.parts / f"part-{uuid.uuid4().hex}.jsonl"
-        with open(path, "a", encoding="utf-8") as handle:
-            def write(record: dict[str, Any]) -> None:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-                handle.flush()
+        handle = None
 
-            try:
-                yield write
-            finally:
+        def write(record: dict[str, Any]) -> None:
+            nonlocal handle
+            if handle is None:
+                self.parts.mkdir(parents=True, exist_ok=True)
+                handle = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed below
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
+
+        try:
+            yield write
+        finally:
+            if handle is not None:
                 handle.flush()
                 os.fsync(handle.fileno())
+                handle.close()
 
     def merge(self, order: list[str]) -> int:
         """Write one record per id into the output, in `order` (ids not in it follow in the order

@@ -167,5 +167,11 @@ def test_cli_runs_a_job_and_reports_bad_job_options_in_one_line(tmp_path, capsys
     assert main(base + ["--output", str(tmp_path / "bad.jsonl"), "--top-p", "7"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "top_p" in err and len(err.splitlines()) == 1
+    # the same from local worker processes (the error is raised where the model is loaded)
+    assert main(base + ["--output", str(tmp_path / "bad.jsonl"), "--top-p", "7", "--workers", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "top_p" in err and len(err.splitlines()) == 1
+    # the failed job left nothing that would block the corrected one
+    assert main(base + ["--output", str(tmp_path / "bad.jsonl"), "--top-p", "0.7", "--max-new-tokens", "2"]) == 0
     assert main(["batch", "detect", "--key", "k", "--gamma", "0.5", "--input", str(tmp_path / "in.jsonl"),
                  "--output", str(tmp_path / "d.jsonl")]) == 2
