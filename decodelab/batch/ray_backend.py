@@ -35,16 +35,28 @@ def import_ray() -> Any:
     return ray
 
 
+JOB_ERROR = "__job_error__"  # what an actor answers when the job itself is wrong (bad options, unknown model)
+
+
 class RowWorker:
-    """A Ray Data actor: loads the model once, then turns batches of rows into records."""
+    """A Ray Data actor: loads the model once, then turns batches of rows into records. A job
+    error (a DecodelabError while loading) is answered for every row and raised by the driver:
+    raised here, Ray would only report that the actor died."""
 
     def __init__(self, spec: JobSpec):
-        self.task = build_task(spec)
+        self.task, self.failure = None, None
+        try:
+            self.task = build_task(spec)
+        except DecodelabError as exc:
+            self.failure = {"type": type(exc).__name__, "message": str(exc)}
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
-        records = [json.dumps(self.task.record(Row.from_json(text)), ensure_ascii=False) for text in batch["row"]]
+        if self.failure is not None:
+            records = [json.dumps({JOB_ERROR: self.failure})] * len(batch["row"])
+        else:
+            records = [json.dumps(self.task.record(Row.from_json(text)), ensure_ascii=False) for text in batch["row"]]
         return {"record": np.array(records, dtype=object)}
 
 
@@ -66,26 +78,28 @@ def run_ray(spec: JobSpec, rows: list[Row], workers: int, address: str,
         dataset = ray.data.from_items([{"row": r.as_json()} for r in rows], override_num_blocks=blocks)
         dataset = dataset.map_batches(RowWorker, fn_constructor_args=(spec,), batch_size=None, batch_format="numpy",
                                       compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=spec.threads or 1)
-        try:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                for text in batch["record"]:
-                    on_record(json.loads(text))
-        except Exception as exc:  # a job-level error raised in an actor arrives wrapped by Ray
-            cause = _decodelab_cause(exc)
-            if cause is not None:
-                raise cause from None
-            raise
+        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            for text in batch["record"]:
+                record = json.loads(text)
+                if JOB_ERROR in record:
+                    raise job_error(**record[JOB_ERROR])
+                on_record(record)
     finally:
         if started:
             ray.shutdown()
     return {}  # Ray restarts actors and retries tasks itself and does not report how often
 
 
-def _decodelab_cause(exc: BaseException) -> DecodelabError | None:
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, DecodelabError):
-            return exc
-        exc = getattr(exc, "cause", None) or exc.__cause__
-    return None
+def job_error(type: str, message: str) -> DecodelabError:
+    """The DecodelabError (subclass by name, else the base class) an actor reported."""
+    classes, found = [DecodelabError], DecodelabError
+    while classes:
+        cls = classes.pop()
+        if cls.__name__ == type:
+            found = cls
+            break
+        classes += cls.__subclasses__()
+    try:
+        return found(message)
+    except TypeError:
+        return DecodelabError(message)
