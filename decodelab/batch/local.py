@@ -112,7 +112,10 @@ class _Pool:
                 for w in self.workers:
                     if w.ready and w.row is None and pending:
                         w.row = pending.popleft()
-                        w.conn.send(w.row.as_json())
+                        try:
+                            w.conn.send(w.row.as_json())
+                        except OSError:  # the worker just died: its sentinel fires and the row goes back
+                            pass
                 waiting = [w.conn for w in self.workers] + [w.process.sentinel for w in self.workers]
                 ready = wait(waiting)
                 for i, w in enumerate(self.workers):
