@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import TINY, assert_each_id_once, generate_spec, ids_in, kill_processes, write_dataset
+from batch_helpers import TINY, assert_each_id_once, generate_spec, ids_in, kill_processes, write_dataset
 
 import decodelab as dl
 from decodelab.batch import JobSpec, Store, row_seed, run_job

@@ -7,7 +7,7 @@ the module runs only these two jobs."""
 from __future__ import annotations
 
 import pytest
-from helpers import assert_each_id_once, generate_spec, kill_processes, write_dataset
+from batch_helpers import assert_each_id_once, generate_spec, kill_processes, write_dataset
 
 from decodelab.batch import run_job
 
