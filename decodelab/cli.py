@@ -1,4 +1,4 @@
-"""`decodelab` command line: generate, chat, models, bench, serve, watermark.
+"""`decodelab` command line: generate, chat, models, bench, serve, watermark, batch.
 
 Every failure on bad input prints one line `error: ...` and exits non-zero (2); no tracebacks.
 """
@@ -289,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("decodelab.bench.cli", "add_bench_parser", "run_bench_command"),
         ("decodelab.server.cli", "add_serve_parser", "run_serve_command"),
         ("decodelab.watermark.cli", "add_watermark_parser", "run_watermark_command"),
+        ("decodelab.batch.cli", "add_batch_parser", "run_batch_command"),
     ):
         _add_optional(sub, module, adder, runner)
     return parser

@@ -26,25 +26,49 @@ def add_watermark_parser(subparsers: Any) -> argparse.ArgumentParser:
     gen.add_argument("prompt")
     detect = sub.add_parser("detect", help="p-value per text (one JSON object per line)")
     detect.add_argument("file", help="one text per line, or a JSON list of texts / token-id lists ('-' = stdin)")
-    # the generation side's flags come from the option definitions (as `decodelab generate`'s do)
-    shared = [s for s in option_specs(WatermarkOptions) if s.name in ("n", "gamma")]
     for p in (gen, detect):
-        p.add_argument("--key", required=True, help="the secret watermark key (text)")
-        p.add_argument("--scheme", default="exp", help="exp | its | kgw (detect also: blackbox)")
         p.add_argument("--model", default=None, help="model name or path (default: the packaged model)")
-        add_flags(p, shared)
+    _add_key_flags(gen)
     add_flags(gen, [s for s in option_specs(WatermarkOptions) if s.name in ("shift", "delta")])
     add_flags(gen.add_argument_group("generation"), [s for s in option_specs(GenerationOptions) if s.cli])
     add_flags(gen.add_argument_group("sampling"), [s for s in option_specs(SamplingConfig) if s.cli])
     gen.add_argument("--json", action="store_true", help="print a JSON object instead of the text")
-    detect.add_argument("--resamples", type=int, default=1000, help="permutation-test resamples (EXP/ITS)")
-    detect.add_argument("--stop-after", type=int, default=None, help="stop resampling after this many null hits")
-    detect.add_argument("--block", type=int, default=None, help="sub-block length k (default: whole text)")
-    detect.add_argument("--no-edit", action="store_true", help="use the non-robust statistic")
-    detect.add_argument("--gap-cost", type=float, default=None,
-                        help="EXP/ITS edit statistic: gap cost (the paper's gamma; default 0 for EXP, 0.4 for ITS)")
+    add_detect_flags(detect)
     detect.add_argument("--seed", type=int, default=0, help="seed of the resampled keys")
     return parser
+
+
+def _add_key_flags(parser: argparse.ArgumentParser) -> None:
+    # the generation side's flags come from the option definitions (as `decodelab generate`'s do)
+    parser.add_argument("--key", required=True, help="the secret watermark key (text)")
+    parser.add_argument("--scheme", default="exp", help="exp | its | kgw (detect also: blackbox)")
+    add_flags(parser, [s for s in option_specs(WatermarkOptions) if s.name in ("n", "gamma")])
+
+
+def add_detect_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of detection (key, scheme and the test's options; not the model, not the seed);
+    `detect_options(args)` turns them into `detect`'s keywords. `decodelab batch detect` shares them."""
+    _add_key_flags(parser)
+    parser.add_argument("--resamples", type=int, default=1000, help="permutation-test resamples (EXP/ITS)")
+    parser.add_argument("--stop-after", type=int, default=None, help="stop resampling after this many null hits")
+    parser.add_argument("--block", type=int, default=None, help="sub-block length k (default: whole text)")
+    parser.add_argument("--no-edit", action="store_true", help="use the non-robust statistic")
+    parser.add_argument("--gap-cost", type=float, default=None,
+                        help="EXP/ITS edit statistic: gap cost (the paper's gamma; default 0 for EXP, 0.4 for ITS)")
+
+
+def detect_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of `detect` (key and scheme included, seed not) from `add_detect_flags`'s flags."""
+    if args.gamma is not None and args.scheme != "kgw":
+        raise InvalidOption("--gamma is KGW's green fraction; the EXP/ITS detection gap cost is --gap-cost")
+    options: dict[str, Any] = {"key": args.key, "scheme": args.scheme, "n": args.n or DEFAULT_N,
+                               "resamples": args.resamples, "stop_after": args.stop_after, "block": args.block,
+                               "edit": not args.no_edit}
+    if args.gamma is not None:
+        options["green_fraction"] = args.gamma
+    if args.gap_cost is not None:
+        options["gap_cost"] = args.gap_cost
+    return options
 
 
 def _read_texts(path: str) -> list[Any]:
@@ -74,8 +98,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from . import detect, generate
 
-    if args.gamma is not None and args.scheme != "kgw":
-        raise InvalidOption("--gamma is KGW's green fraction; the EXP/ITS detection gap cost is --gap-cost")
+    if args.watermark_command == "detect":
+        options = detect_options(args)  # checked before the model loads
     lm = dl.load(args.model) if args.model else dl.load()
     if args.watermark_command == "generate":
         names = [s.name for spec_type in (WatermarkOptions, GenerationOptions, SamplingConfig)
@@ -88,13 +112,7 @@ def _run(args: argparse.Namespace) -> int:
             print(out.text)
         return 0
     texts = _read_texts(args.file)
-    options: dict[str, Any] = {"n": args.n or DEFAULT_N, "resamples": args.resamples, "stop_after": args.stop_after,
-                               "block": args.block, "edit": not args.no_edit, "seed": args.seed}
-    if args.gamma is not None:
-        options["green_fraction"] = args.gamma
-    if args.gap_cost is not None:
-        options["gap_cost"] = args.gap_cost
-    results = detect(lm, texts, key=args.key, scheme=args.scheme, **options)
+    results = detect(lm, texts, seed=args.seed, **options)
     for index, result in enumerate(results):
         print(json.dumps({"index": index, **result.as_dict()}))
     return 0
