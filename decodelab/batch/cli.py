@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from ..errors import DecodelabError
+from ..text import print_error
 
 INPUT_FORMAT = {
     "generate": '{"id": ..., "prompt": text | chat messages | token ids, "options": {...}}',
@@ -118,7 +119,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
         summary = run_job(job_spec(args), args.input, args.output, workers=args.workers, ray=args.ray,
                           retry_errors=args.retry_errors, overwrite=args.overwrite, progress=not args.no_progress)
     except DecodelabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return exc.exit_code
     for line in summary.lines():
         print(line, file=sys.stderr)
