@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from numba import config as numba_config
@@ -65,6 +67,7 @@ _MANTISSA = np.int64(0x000FFFFFFFFFFFFF)
 _HALF_EXPONENT = np.int64(1022 << 52)  # exponent bits of a float in [0.5, 1)
 _EXP_MAX_COST = 170_400  # |fixed_log(2^-60)| = 41.59 * SCALE, the most negative EXP cost
 _INT32_MAX = 2**31 - 1
+_CHUNK_TASKS = 4096  # (text, resample) pairs per parallel call at most
 
 
 class AlignmentOverflow(WatermarkError, InvalidOption):
@@ -448,7 +451,7 @@ def sequential_pvalue(hits: list[bool] | np.ndarray, resamples: int, stop_after:
 
     Besag & Clifford (1991), "Sequential Monte Carlo p-values": stop at the resample L that gives
     the h-th hit and report h / L; without h hits in T resamples report (1 + hits) / (T + 1). Both
-    are valid p-values; stopping early only coarsens large p-values.
+    are valid p-values; stopping early only coarsens large p-values. stop_after None (or 0) = all T.
     """
     count = 0
     for index, hit in enumerate(hits[:resamples], start=1):
@@ -456,6 +459,20 @@ def sequential_pvalue(hits: list[bool] | np.ndarray, resamples: int, stop_after:
         if stop_after and count >= stop_after:
             return stop_after / index
     return (1.0 + count) / (resamples + 1.0)
+
+
+def pvalue_bounds(hits: int, used: int, resamples: int) -> tuple[float, float]:
+    """The range of the p-value that all `resamples` would give, knowing `hits` among the first `used`.
+
+    (1 + hits) / (T + 1) if none of the T - used resamples not run is a hit, (1 + hits + T - used) /
+    (T + 1) if all are; the two are equal (the p-value itself) when every resample ran.
+
+    Example:
+        >>> pvalue_bounds(10, 40, 999)
+        (0.011, 0.97)
+    """
+    low = (1.0 + hits) / (resamples + 1.0)
+    return low, low + (resamples - used) / (resamples + 1.0)
 
 
 # ---------------------------------------------------------------- public fast entry point
@@ -490,24 +507,36 @@ def _pack(token_lists: list[np.ndarray]):
     return offsets, np.concatenate(invs), uniqs, np.concatenate(uniqs), uniq_offsets
 
 
+class PermutationResult(NamedTuple):
+    """`fast_test`'s result, one entry per text: statistic (cost units), p-value, resamples run and
+    null hits among them (null statistics <= the observed one)."""
+
+    statistics: np.ndarray
+    p_values: np.ndarray
+    resamples: np.ndarray
+    hits: np.ndarray
+
+
 def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_tables: list[tuple],
               vocab_size: int, n: int, k: int | None, gap_cost: float, resamples: int, seed: int = 0,
               stop_after: int | None = None, workers: int | None = None,
-              chunk: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Observed statistics, permutation-test p-values and resamples used, for several texts.
+              progress: Callable[[float], None] | None = None) -> PermutationResult:
+    """Observed statistics, permutation-test p-values, resamples run and null hits, for several texts.
 
     key_tables[t] is (table [n, U_t], u [n], eta [U_t]) for text t's distinct tokens (sorted), from
     the secret key. With `stop_after=h` a text stops resampling at its h-th null hit (see
     `sequential_pvalue`); resamples run in chunks across all unfinished texts in parallel.
     Statistics are returned in cost units (the fixed-point integers divided by SCALE).
+    `progress(texts_done)` is called after each chunk (texts done may be fractional: a text that
+    still runs counts for the share of its resamples that ran).
 
     Example:
         >>> import numpy as np
         >>> tokens = np.array([3, 1, 4, 1, 5])
         >>> table = np.random.default_rng(0).random((8, 4))   # key at the 4 distinct tokens
-        >>> stats, p, used = fast_test([tokens], mode=EXP, edit=True, key_tables=[(table, None, None)],
-        ...                            vocab_size=10, n=8, k=None, gap_cost=0.0, resamples=9)
-        >>> 0 < p[0] <= 1
+        >>> result = fast_test([tokens], mode=EXP, edit=True, key_tables=[(table, None, None)],
+        ...                    vocab_size=10, n=8, k=None, gap_cost=0.0, resamples=9)
+        >>> 0 < result.p_values[0] <= 1
         True
     """
     set_workers(workers)
@@ -526,24 +555,36 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
         etas.append(np.ascontiguousarray(np.zeros(1) if eta is None else eta, np.float64))
     observed = _observed_many(mode, offsets, invs, tables, us, etas, n, ks, g, bool(edit))
     count = len(token_lists)
-    hits = np.zeros((count, resamples), np.bool_)
+    hit_count = np.zeros(count, np.int64)
     used = np.zeros(count, np.int64)
+    stopped_at = np.zeros(count, np.int64)  # the resample that gave the stop_after-th hit (0: none)
     active = np.arange(count, dtype=np.int64)
     seed = int(seed) & ((1 << 63) - 1)
     r0 = 0
-    # Chunks start small and double: most null texts stop after ~2 * stop_after resamples.
-    chunk = min(chunk, 2 * stop_after) if stop_after else chunk
+    # Chunks start small and grow: most null texts stop after ~2 * stop_after resamples. Each call
+    # holds at most _CHUNK_TASKS (text, resample) pairs so that progress reports come often.
+    chunk = min(64, 2 * stop_after) if stop_after else 64
     while r0 < resamples and active.size:
-        r1 = min(resamples, r0 + chunk)
+        r1 = min(resamples, r0 + max(1, min(chunk, _CHUNK_TASKS // active.size)))
         block = _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, int(vocab_size), n, ks, g,
                            bool(edit), observed, seed, active, r0, r1, threads)
-        hits[active, r0:r1] = block
-        used[active] = r1
         if stop_after:
-            active = active[hits[active, :r1].sum(axis=1) < stop_after]
+            running = np.cumsum(block, axis=1) + hit_count[active, None]
+            done = running[:, -1] >= stop_after
+            first = np.argmax(running >= stop_after, axis=1)  # the stopping resample within the chunk
+            stopped_at[active[done]] = r0 + first[done] + 1
+            used[active] = np.where(done, r0 + first + 1, r1)
+            hit_count[active] = np.minimum(running[:, -1], stop_after)
+            active = active[~done]
+        else:
+            hit_count[active] += block.sum(axis=1)
+            used[active] = r1
         r0, chunk = r1, min(2 * chunk, 256)
-    pvalues = np.array([sequential_pvalue(hits[t, :used[t]], resamples, stop_after) for t in range(count)])
-    return observed / SCALE, pvalues, used
+        if progress is not None:
+            progress(float(count - active.size) + (active.size * r0 / resamples if resamples else 0.0))
+    pvalues = np.where(stopped_at > 0, (stop_after or 0) / np.maximum(stopped_at, 1),
+                       (1.0 + hit_count) / (resamples + 1.0))
+    return PermutationResult(observed / SCALE, pvalues, used, hit_count)
 
 
 # ---------------------------------------------------------------- naive pure-Python oracle

@@ -152,7 +152,7 @@ def speed(texts: int, tokens: int, resamples: int, naive_texts: int, naive_resam
     load_before = os.getloadavg()
     cpu_start = time.process_time()
     start = time.perf_counter()
-    _, pvalues, used = align.fast_test(token_lists, mode=align.EXP, edit=True, key_tables=tables, vocab_size=vocab,
+    _, pvalues, used, _ = align.fast_test(token_lists, mode=align.EXP, edit=True, key_tables=tables, vocab_size=vocab,
                                        n=n, k=None, gap_cost=0.0, resamples=resamples, stop_after=stop_after, seed=1,
                                        workers=workers)
     fast = time.perf_counter() - start

@@ -15,6 +15,7 @@ from ..decoding.generate import GenerationOptions
 from ..errors import DecodelabError, InvalidOption
 from ..sampling.config import SamplingConfig
 from ..sampling.options import add_flags, option_specs
+from .detect import DEFAULT_RESAMPLES, DEFAULT_STOP_AFTER
 from .schemes import DEFAULT_N, WatermarkOptions
 
 
@@ -36,8 +37,12 @@ def add_watermark_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_flags(gen.add_argument_group("generation"), [s for s in option_specs(GenerationOptions) if s.cli])
     add_flags(gen.add_argument_group("sampling"), [s for s in option_specs(SamplingConfig) if s.cli])
     gen.add_argument("--json", action="store_true", help="print a JSON object instead of the text")
-    detect.add_argument("--resamples", type=int, default=1000, help="permutation-test resamples (EXP/ITS)")
-    detect.add_argument("--stop-after", type=int, default=None, help="stop resampling after this many null hits")
+    detect.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES, help="permutation-test resamples (EXP/ITS)")
+    detect.add_argument("--stop-after", type=int, default=DEFAULT_STOP_AFTER,
+                        help="Besag-Clifford early stopping: a text stops resampling at this many null hits "
+                             "(valid p-values; only large p-values get coarser)")
+    detect.add_argument("--all-resamples", action="store_true", help="run every resample (no early stopping)")
+    detect.add_argument("--no-progress", action="store_true", help="no progress bar on long detections")
     detect.add_argument("--block", type=int, default=None, help="sub-block length k (default: whole text)")
     detect.add_argument("--no-edit", action="store_true", help="use the non-robust statistic")
     detect.add_argument("--gap-cost", type=float, default=None,
@@ -90,8 +95,9 @@ def _run(args: argparse.Namespace) -> int:
             print(out.text)
         return 0
     texts = _read_texts(args.file)
-    options: dict[str, Any] = {"n": args.n or DEFAULT_N, "resamples": args.resamples, "stop_after": args.stop_after,
-                               "block": args.block, "edit": not args.no_edit, "seed": args.seed}
+    options: dict[str, Any] = {"n": args.n or DEFAULT_N, "resamples": args.resamples, "block": args.block,
+                               "stop_after": None if args.all_resamples else args.stop_after,
+                               "edit": not args.no_edit, "seed": args.seed, "progress": False if args.no_progress else None}
     if args.gamma is not None:
         options["green_fraction"] = args.gamma
     if args.gap_cost is not None:
