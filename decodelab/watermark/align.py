@@ -45,12 +45,16 @@ from numba import get_num_threads, njit, prange, set_num_threads, uint64
 from numba.core.errors import NumbaTypeSafetyWarning
 
 from ..errors import InvalidOption
+from . import shifts
 from .keys import WatermarkError
 
 # prange indices are unsigned inside numba's parallel loops; the casts back are safe here.
 warnings.filterwarnings("ignore", category=NumbaTypeSafetyWarning)
 
 EXP, ITS, ITS_EDIT = 0, 1, 2  # cost modes; EXP-edit is EXP costs with edit=True
+SHIFTS, LANES = 0, 1  # null-test kernels for the edit statistic (see _null_at_most)
+KERNELS = {"shifts": SHIFTS, "lanes": LANES}
+_SHIFTS_MAX_K = 2048  # longer blocks use LANES: the shift kernel keeps k x (n + k) move bytes
 SCALE = 4096  # fixed-point costs: integer = trunc(SCALE * cost)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -382,12 +386,17 @@ def _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line)
 
 
 @njit(cache=True, error_model="numpy")
-def _null_at_most(rows, inv, m, k, n, g, edit, threshold, prev, cur, left, out, line, acc):
+def _null_at_most(rows, inv, m, k, n, g, edit, threshold, kernel, prev, cur, left, out, line, acc, dc):
+    """phi(text, this resample's key) <= threshold, by the chosen kernel (SHIFTS: divide and conquer
+    over shifts, `decodelab.watermark.shifts`; LANES: branch and bound over blocks of lanes)."""
     for i0 in range(m - k + 1):
-        if edit:
-            if _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line):
+        if not edit:
+            if _plain_block(rows, inv, i0, k, n, acc) <= threshold:
                 return True
-        elif _plain_block(rows, inv, i0, k, n, acc) <= threshold:
+        elif kernel == SHIFTS:
+            if shifts.at_most(rows, inv, i0, k, n, g, threshold, *dc) <= threshold:
+                return True
+        elif _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line):
             return True
     return False
 
@@ -408,7 +417,7 @@ def _observed_many(mode, offsets, invs, tables, us, etas, n, ks, g, edit):
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, edit, observed, seed,
-               texts, r0, r1, workers):
+               texts, r0, r1, workers, kernel):
     """hits[a, r - r0] = phi(text texts[a], resample r) <= observed, for r in [r0, r1).
 
     One loop per worker over the tasks worker, worker + workers, ... so that the scratch arrays
@@ -431,6 +440,7 @@ def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, ed
         out = np.empty(_LANES, np.int32)
         line = np.empty(n + max_k + _LANES + 1, np.int32)
         acc = np.empty(n, np.int64)
+        dc = shifts.scratch(n if kernel == SHIFTS else 1, max_k if kernel == SHIFTS else 1)
         for task in range(worker, count * span, workers):
             a = task // span
             r = r0 + task % span
@@ -441,8 +451,8 @@ def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, ed
             rows = rows_flat[:uniq.shape[0] * (n + k + _LANES)].reshape((uniq.shape[0], n + k + _LANES))
             stream = _mix(np.uint64(seed), np.uint64(r + 1))
             _null_rows(mode, uniq, vocab, n, stream, rows, w, mant, u, eta)
-            hits[a, r - r0] = _null_at_most(rows, invs[lo:hi], hi - lo, k, n, g, edit, observed[t], prev, cur,
-                                            left, out, line, acc)
+            hits[a, r - r0] = _null_at_most(rows, invs[lo:hi], hi - lo, k, n, g, edit, observed[t], kernel, prev, cur,
+                                            left, out, line, acc, dc)
     return hits
 
 
@@ -520,7 +530,7 @@ class PermutationResult(NamedTuple):
 def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_tables: list[tuple],
               vocab_size: int, n: int, k: int | None, gap_cost: float, resamples: int, seed: int = 0,
               stop_after: int | None = None, workers: int | None = None,
-              progress: Callable[[float], None] | None = None) -> PermutationResult:
+              progress: Callable[[float], None] | None = None, kernel: str = "shifts") -> PermutationResult:
     """Observed statistics, permutation-test p-values, resamples run and null hits, for several texts.
 
     key_tables[t] is (table [n, U_t], u [n], eta [U_t]) for text t's distinct tokens (sorted), from
@@ -528,7 +538,9 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
     `sequential_pvalue`); resamples run in chunks across all unfinished texts in parallel.
     Statistics are returned in cost units (the fixed-point integers divided by SCALE).
     `progress(texts_done)` is called after each chunk (texts done may be fractional: a text that
-    still runs counts for the share of its resamples that ran).
+    still runs counts for the share of its resamples that ran). `kernel` decides the null tests of
+    the edit statistic: "shifts" (divide and conquer over shifts, the default) or "lanes" (branch and
+    bound over blocks of SIMD lanes); both give the same p-values.
 
     Example:
         >>> import numpy as np
@@ -553,6 +565,9 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
         tables.append(np.ascontiguousarray(np.zeros((1, 1)) if table is None else table, np.float64))
         us.append(np.ascontiguousarray(np.zeros(1) if u is None else u, np.float64))
         etas.append(np.ascontiguousarray(np.zeros(1) if eta is None else eta, np.float64))
+    if kernel not in KERNELS:
+        raise InvalidOption(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    kernel_id = LANES if kernel == "lanes" or int(ks.max()) > _SHIFTS_MAX_K else SHIFTS
     observed = _observed_many(mode, offsets, invs, tables, us, etas, n, ks, g, bool(edit))
     count = len(token_lists)
     hit_count = np.zeros(count, np.int64)
@@ -567,7 +582,7 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
     while r0 < resamples and active.size:
         r1 = min(resamples, r0 + max(1, min(chunk, _CHUNK_TASKS // active.size)))
         block = _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, int(vocab_size), n, ks, g,
-                           bool(edit), observed, seed, active, r0, r1, threads)
+                           bool(edit), observed, seed, active, r0, r1, threads, kernel_id)
         if stop_after:
             running = np.cumsum(block, axis=1) + hit_count[active, None]
             done = running[:, -1] >= stop_after
