@@ -45,7 +45,7 @@ from numba import get_num_threads, njit, prange, set_num_threads, uint64
 from numba.core.errors import NumbaTypeSafetyWarning
 
 from ..errors import InvalidOption
-from . import shifts
+from . import jitcache, shifts  # noqa: F401 - jitcache picks numba's cache dir before any kernel is defined
 from .keys import WatermarkError
 
 # prange indices are unsigned inside numba's parallel loops; the casts back are safe here.

@@ -111,7 +111,7 @@ def detect(lm: LM | None, texts: Any, *, key: Any, scheme: str = "exp", vocab_si
                                  k=block, gap_cost=gap_cost, resamples=resamples, seed=seed,
                                  stop_after=stop_after or None, workers=workers, progress=report)
     name = scheme + ("-edit" if edit else "")
-    return [Detection(float(p), float(s), len(t), name, int(r), int(h), bool(stop_after) and h >= stop_after,
+    return [Detection(float(p), float(s), len(t), name, int(r), int(h), bool(stop_after and h >= stop_after),
                       align.pvalue_bounds(int(h), int(r), resamples))
             for s, p, t, r, h in zip(*result[:2], token_lists, *result[2:])]
 

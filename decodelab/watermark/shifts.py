@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from . import jitcache  # noqa: F401 - before any cached kernel is defined
+
 _INF = np.int64(1) << np.int64(60)
 _DIAG, _UP, _LEFT = 0, 1, 2
 _NO_THRESHOLD = -(1 << 62)  # at_most's threshold for the exact min
