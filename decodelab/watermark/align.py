@@ -52,9 +52,10 @@ from .keys import WatermarkError
 warnings.filterwarnings("ignore", category=NumbaTypeSafetyWarning)
 
 EXP, ITS, ITS_EDIT = 0, 1, 2  # cost modes; EXP-edit is EXP costs with edit=True
-SHIFTS, LANES = 0, 1  # null-test kernels for the edit statistic (see _null_at_most)
-KERNELS = {"shifts": SHIFTS, "lanes": LANES}
-_SHIFTS_MAX_K = 2048  # longer blocks use LANES: the shift kernel keeps k x (n + k) move bytes
+AUTO, SHIFTS, LANES = 0, 1, 2  # null-test kernels for the edit statistic (see _null_at_most)
+KERNELS = {"auto": AUTO, "shifts": SHIFTS, "lanes": LANES}
+_SHIFTS_MIN_K = 128  # AUTO: blocks this long use SHIFTS (2x faster at 256 tokens), shorter ones LANES
+_SHIFTS_MAX_K = 2048  # longer blocks always use LANES: the shift kernel keeps k x (n + k) move bytes
 SCALE = 4096  # fixed-point costs: integer = trunc(SCALE * cost)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -393,7 +394,7 @@ def _null_at_most(rows, inv, m, k, n, g, edit, threshold, kernel, prev, cur, lef
         if not edit:
             if _plain_block(rows, inv, i0, k, n, acc) <= threshold:
                 return True
-        elif kernel == SHIFTS:
+        elif kernel == SHIFTS or (kernel == AUTO and _SHIFTS_MIN_K <= k <= _SHIFTS_MAX_K):
             if shifts.at_most(rows, inv, i0, k, n, g, threshold, *dc) <= threshold:
                 return True
         elif _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line):
@@ -440,7 +441,8 @@ def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, ed
         out = np.empty(_LANES, np.int32)
         line = np.empty(n + max_k + _LANES + 1, np.int32)
         acc = np.empty(n, np.int64)
-        dc = shifts.scratch(n if kernel == SHIFTS else 1, max_k if kernel == SHIFTS else 1)
+        big = kernel == SHIFTS or (kernel == AUTO and max_k >= _SHIFTS_MIN_K)
+        dc = shifts.scratch(n if big else 1, max_k if big else 1)
         for task in range(worker, count * span, workers):
             a = task // span
             r = r0 + task % span
@@ -530,7 +532,7 @@ class PermutationResult(NamedTuple):
 def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_tables: list[tuple],
               vocab_size: int, n: int, k: int | None, gap_cost: float, resamples: int, seed: int = 0,
               stop_after: int | None = None, workers: int | None = None,
-              progress: Callable[[float], None] | None = None, kernel: str = "shifts") -> PermutationResult:
+              progress: Callable[[float], None] | None = None, kernel: str = "auto") -> PermutationResult:
     """Observed statistics, permutation-test p-values, resamples run and null hits, for several texts.
 
     key_tables[t] is (table [n, U_t], u [n], eta [U_t]) for text t's distinct tokens (sorted), from
@@ -539,8 +541,8 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
     Statistics are returned in cost units (the fixed-point integers divided by SCALE).
     `progress(texts_done)` is called after each chunk (texts done may be fractional: a text that
     still runs counts for the share of its resamples that ran). `kernel` decides the null tests of
-    the edit statistic: "shifts" (divide and conquer over shifts, the default) or "lanes" (branch and
-    bound over blocks of SIMD lanes); both give the same p-values.
+    the edit statistic: "shifts" (divide and conquer over shifts), "lanes" (branch and bound over
+    blocks of SIMD lanes) or "auto" (shifts for blocks of 128 to 2048 tokens); all give the same p-values.
 
     Example:
         >>> import numpy as np
@@ -567,7 +569,7 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
         etas.append(np.ascontiguousarray(np.zeros(1) if eta is None else eta, np.float64))
     if kernel not in KERNELS:
         raise InvalidOption(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
-    kernel_id = LANES if kernel == "lanes" or int(ks.max()) > _SHIFTS_MAX_K else SHIFTS
+    kernel_id = LANES if int(ks.max()) > _SHIFTS_MAX_K else KERNELS[kernel]
     observed = _observed_many(mode, offsets, invs, tables, us, etas, n, ks, g, bool(edit))
     count = len(token_lists)
     hit_count = np.zeros(count, np.int64)

@@ -21,7 +21,8 @@ def _case(rng, mode, vocab, n, m):
     (align.ITS, False, 0.0), (align.ITS_EDIT, True, 0.4),
 ])
 @pytest.mark.parametrize("n", [7, 37])  # below and above the 16-shift block of the branch and bound
-def test_fast_statistic_and_pvalue_equal_naive(mode, edit, gap_cost, n):
+@pytest.mark.parametrize("kernel", ["lanes", "shifts"])
+def test_fast_statistic_and_pvalue_equal_naive(mode, edit, gap_cost, n, kernel):
     rng = np.random.default_rng(n * 10 + mode)
     for trial in range(3):
         m = int(rng.integers(3, 10))
@@ -29,7 +30,8 @@ def test_fast_statistic_and_pvalue_equal_naive(mode, edit, gap_cost, n):
         tokens, table = _case(rng, mode, 23, n, m)
         stop = 2 if trial == 2 else None
         stats, pvalues, _, _ = align.fast_test([tokens], mode=mode, edit=edit, key_tables=[table], vocab_size=23, n=n,
-                                            k=block, gap_cost=gap_cost, resamples=12, seed=7, stop_after=stop)
+                                            k=block, gap_cost=gap_cost, resamples=12, seed=7, stop_after=stop,
+                                               kernel=kernel)
         stat, pvalue = align.naive_test(list(tokens), mode=mode, edit=edit, key_table=table, vocab_size=23, n=n,
                                         k=block, gap_cost=gap_cost, resamples=12, seed=7, stop_after=stop)
         assert stats[0] == stat
