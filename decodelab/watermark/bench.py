@@ -138,10 +138,26 @@ def kernel_throughput(tokens: int = 256, n: int = 256, vocab: int = 49152) -> di
     return {"kernel_cells_per_s": n * tokens * tokens / fast, "naive_cells_per_s": 64 ** 3 / naive}
 
 
+def _simulate_exp(token_lists: list[np.ndarray], xi: np.ndarray, rng: np.random.Generator, support: int = 200,
+                  zipf: float = 1.5) -> None:
+    """EXP-watermark sampling (token = argmax_v xi_v ** (1 / p_v), key row (shift + i) mod n, random shift)
+    from a stand-in language model: at every position p is Zipf(zipf) over `support` random tokens
+    (entropy 2.7 nats for the defaults; SmolLM2 on news openings is mostly between 1 and 5)."""
+    weights = 1.0 / np.arange(1, support + 1) ** zipf
+    weights /= weights.sum()
+    n, vocab = xi.shape
+    for t in token_lists:
+        shift = int(rng.integers(0, n))
+        for i in range(len(t)):
+            candidates = rng.choice(vocab, support, replace=False)
+            t[i] = candidates[np.argmax(np.log(xi[(shift + i) % n, candidates]) / weights)]
+
+
 def speed_texts(source: str, texts: int, tokens: int, substitution: float = 0.0, seed: int = 0, vocab: int = 49152,
                 n: int = 256, cache: str | None = None) -> tuple[list[np.ndarray], int]:
     """Token lists for the speed run and their vocabulary size: "random" (unwatermarked), "planted" (the
-    key's argmax token at every other aligned position: a strong synthetic watermark) or "smollm2"
+    key's argmax token at every other aligned position: a strong synthetic watermark), "simulated" (EXP
+    sampling from a Zipf stand-in language model, `_simulate_exp`) or "smollm2"
     (EXP-watermarked SmolLM2 news continuations, as in `power`; kept in `cache` if given); then
     int(substitution * m) random substitutions per text."""
     rng = np.random.default_rng(seed)
@@ -158,13 +174,16 @@ def speed_texts(source: str, texts: int, tokens: int, substitution: float = 0.0,
                     json.dump([t.tolist() for t in token_lists], handle)
     else:
         token_lists = [rng.integers(0, vocab, tokens) for _ in range(texts)]
-        if source == "planted":
+        if source in ("planted", "simulated"):
             from .keys import exp_key_sequence
 
             xi = exp_key_sequence("bench-key", n, vocab)
+        if source == "planted":
             for t in token_lists:
                 for i in range(0, tokens, 2):
                     t[i] = int(np.argmax(xi[i % n, :2000]))
+        elif source == "simulated":
+            _simulate_exp(token_lists, xi, rng)
     if substitution:
         token_lists = [np.asarray(_substitute(list(t), substitution, vocab, rng)) for t in token_lists]
     return token_lists, vocab
@@ -225,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rates", default="0,0.1,0.2,0.3,0.4,0.5")
     parser.add_argument("--naive-texts", type=int, default=1)
     parser.add_argument("--naive-resamples", type=int, default=0)
-    parser.add_argument("--source", choices=["random", "planted", "smollm2"], default="random",
+    parser.add_argument("--source", choices=["random", "planted", "simulated", "smollm2"], default="random",
                         help="speed: unwatermarked random tokens, a planted synthetic watermark, or SmolLM2 EXP text")
     parser.add_argument("--substitution", type=float, default=0.0, help="speed: random substitution rate")
     parser.add_argument("--kernels", default="auto", help="speed: null-test kernels to time in turn (auto,shifts,lanes)")
