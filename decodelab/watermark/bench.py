@@ -147,10 +147,10 @@ def _simulate_exp(token_lists: list[np.ndarray], xi: np.ndarray, rng: np.random.
     weights /= weights.sum()
     n, vocab = xi.shape
     for t in token_lists:
-        shift = int(rng.integers(0, n))
-        for i in range(len(t)):
-            candidates = rng.choice(vocab, support, replace=False)
-            t[i] = candidates[np.argmax(np.log(xi[(shift + i) % n, candidates]) / weights)]
+        rows = (int(rng.integers(0, n)) + np.arange(len(t))) % n
+        candidates = rng.integers(0, vocab, (len(t), support))  # rare repeats only merge two candidates
+        scores = np.log(xi[rows[:, None], candidates]) / weights
+        t[:] = candidates[np.arange(len(t)), np.argmax(scores, axis=1)]
 
 
 def speed_texts(source: str, texts: int, tokens: int, substitution: float = 0.0, seed: int = 0, vocab: int = 49152,
