@@ -122,6 +122,11 @@ def at_most(rows, inv, i0, k, n, g, threshold, first, last, prev, cur, dirs, lo_
     Divide and conquer over shifts (module docstring). Pass threshold = -1 << 62 for the exact min.
     """
     exact = threshold == _NO_THRESHOLD
+    if not exact and n > _PRUNE_FROM:  # one bound for all shifts first: rules out most null keys of marked text
+        _bounds(k, 0, n - 1 + k, -1, -1, first, last, lo_bound, hi_bound)
+        bound = _region(rows, inv, i0, k, g, lo_bound, hi_bound, n - 1, k, prev, cur, dirs)
+        if bound > threshold:
+            return bound
     best = _solve(rows, inv, i0, k, g, 0, -1, -1, first, last, lo_bound, hi_bound, prev, cur, dirs)
     if n == 1 or (not exact and best <= threshold):
         return best
