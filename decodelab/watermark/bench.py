@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+import zlib
 
 import numpy as np
 
@@ -215,7 +216,7 @@ def speed(texts: int, tokens: int, resamples: int, naive_texts: int, naive_resam
                         "mean_resamples_used": float(np.mean(used)), "median_p": float(np.median(pvalues)),
                         "detected_at_0.01": float(np.mean(pvalues <= 0.01)),
                         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-                        "p_values_sha": hash(pvalues.tobytes()) & 0xFFFFFFFF}
+                        "p_values_crc32": zlib.crc32(pvalues.tobytes())}
     first = runs[kernels[0]]
     start = time.perf_counter()
     tables = key_tables("exp", "bench-key", n, vocab, token_lists[:naive_texts])
@@ -227,7 +228,7 @@ def speed(texts: int, tokens: int, resamples: int, naive_texts: int, naive_resam
     naive_full = naive / (naive_texts * (naive_resamples + 1)) * (first["mean_resamples_used"] + 1) * texts
     return {"texts": texts, "tokens": tokens, "n": n, "resamples": resamples, "stop_after": stop_after,
             "source": source, "substitution": substitution, "runs": runs,
-            "same_p_values": len({r["p_values_sha"] for r in runs.values()}) == 1,
+            "same_p_values": len({r["p_values_crc32"] for r in runs.values()}) == 1,
             "naive_measured": f"{naive_texts} text(s) x {naive_resamples + 1} statistics in {naive:.1f} s",
             "naive_extrapolated_seconds": naive_full, "speedup": naive_full / first["seconds"],
             "threads": workers or align.get_num_threads(), **kernel_throughput(tokens, n, vocab)}
