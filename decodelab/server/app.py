@@ -45,6 +45,7 @@ from . import metrics
 from .engine import Engine, Job, batch_key, check_request, constraint_fields
 from .errors import APIError, error_body, error_response, from_exception
 from .schemas import build_request_models, error_responses
+from .watermark import add_watermark_routes
 
 STATIC = Path(__file__).parent / "static"
 
@@ -288,6 +289,7 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
     chat_completions.__annotations__["body"] = ChatCompletionRequest
     app.post("/v1/completions", responses=generation_errors)(completions)
     app.post("/v1/chat/completions", responses=generation_errors)(chat_completions)
+    add_watermark_routes(app, models, resolve_model)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:

@@ -36,6 +36,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from numba import config as numba_config
@@ -43,12 +45,17 @@ from numba import get_num_threads, njit, prange, set_num_threads, uint64
 from numba.core.errors import NumbaTypeSafetyWarning
 
 from ..errors import InvalidOption
+from . import jitcache, shifts  # noqa: F401 - jitcache picks numba's cache dir before any kernel is defined
 from .keys import WatermarkError
 
 # prange indices are unsigned inside numba's parallel loops; the casts back are safe here.
 warnings.filterwarnings("ignore", category=NumbaTypeSafetyWarning)
 
 EXP, ITS, ITS_EDIT = 0, 1, 2  # cost modes; EXP-edit is EXP costs with edit=True
+AUTO, SHIFTS, LANES = 0, 1, 2  # null-test kernels for the edit statistic (see _null_at_most)
+KERNELS = {"auto": AUTO, "shifts": SHIFTS, "lanes": LANES}
+_SHIFTS_MIN_K = 128  # AUTO: blocks this long use SHIFTS (2x faster at 256 tokens), shorter ones LANES
+_SHIFTS_MAX_K = 2048  # longer blocks always use LANES: the shift kernel keeps k x (n + k) move bytes
 SCALE = 4096  # fixed-point costs: integer = trunc(SCALE * cost)
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -65,6 +72,7 @@ _MANTISSA = np.int64(0x000FFFFFFFFFFFFF)
 _HALF_EXPONENT = np.int64(1022 << 52)  # exponent bits of a float in [0.5, 1)
 _EXP_MAX_COST = 170_400  # |fixed_log(2^-60)| = 41.59 * SCALE, the most negative EXP cost
 _INT32_MAX = 2**31 - 1
+_CHUNK_TASKS = 4096  # (text, resample) pairs per parallel call at most
 
 
 class AlignmentOverflow(WatermarkError, InvalidOption):
@@ -379,12 +387,17 @@ def _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line)
 
 
 @njit(cache=True, error_model="numpy")
-def _null_at_most(rows, inv, m, k, n, g, edit, threshold, prev, cur, left, out, line, acc):
+def _null_at_most(rows, inv, m, k, n, g, edit, threshold, kernel, prev, cur, left, out, line, acc, dc):
+    """phi(text, this resample's key) <= threshold, by the chosen kernel (SHIFTS: divide and conquer
+    over shifts, `decodelab.watermark.shifts`; LANES: branch and bound over blocks of lanes)."""
     for i0 in range(m - k + 1):
-        if edit:
-            if _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line):
+        if not edit:
+            if _plain_block(rows, inv, i0, k, n, acc) <= threshold:
                 return True
-        elif _plain_block(rows, inv, i0, k, n, acc) <= threshold:
+        elif kernel == SHIFTS or (kernel == AUTO and _SHIFTS_MIN_K <= k <= _SHIFTS_MAX_K):
+            if shifts.at_most(rows, inv, i0, k, n, g, threshold, *dc) <= threshold:
+                return True
+        elif _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line):
             return True
     return False
 
@@ -405,7 +418,7 @@ def _observed_many(mode, offsets, invs, tables, us, etas, n, ks, g, edit):
 
 @njit(cache=True, parallel=True, error_model="numpy")
 def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, edit, observed, seed,
-               texts, r0, r1, workers):
+               texts, r0, r1, workers, kernel):
     """hits[a, r - r0] = phi(text texts[a], resample r) <= observed, for r in [r0, r1).
 
     One loop per worker over the tasks worker, worker + workers, ... so that the scratch arrays
@@ -428,6 +441,8 @@ def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, ed
         out = np.empty(_LANES, np.int32)
         line = np.empty(n + max_k + _LANES + 1, np.int32)
         acc = np.empty(n, np.int64)
+        big = kernel == SHIFTS or (kernel == AUTO and max_k >= _SHIFTS_MIN_K)
+        dc = shifts.scratch(n if big else 1, max_k if big else 1)
         for task in range(worker, count * span, workers):
             a = task // span
             r = r0 + task % span
@@ -438,8 +453,8 @@ def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, ed
             rows = rows_flat[:uniq.shape[0] * (n + k + _LANES)].reshape((uniq.shape[0], n + k + _LANES))
             stream = _mix(np.uint64(seed), np.uint64(r + 1))
             _null_rows(mode, uniq, vocab, n, stream, rows, w, mant, u, eta)
-            hits[a, r - r0] = _null_at_most(rows, invs[lo:hi], hi - lo, k, n, g, edit, observed[t], prev, cur,
-                                            left, out, line, acc)
+            hits[a, r - r0] = _null_at_most(rows, invs[lo:hi], hi - lo, k, n, g, edit, observed[t], kernel, prev, cur,
+                                            left, out, line, acc, dc)
     return hits
 
 
@@ -448,7 +463,7 @@ def sequential_pvalue(hits: list[bool] | np.ndarray, resamples: int, stop_after:
 
     Besag & Clifford (1991), "Sequential Monte Carlo p-values": stop at the resample L that gives
     the h-th hit and report h / L; without h hits in T resamples report (1 + hits) / (T + 1). Both
-    are valid p-values; stopping early only coarsens large p-values.
+    are valid p-values; stopping early only coarsens large p-values. stop_after None (or 0) = all T.
     """
     count = 0
     for index, hit in enumerate(hits[:resamples], start=1):
@@ -456,6 +471,20 @@ def sequential_pvalue(hits: list[bool] | np.ndarray, resamples: int, stop_after:
         if stop_after and count >= stop_after:
             return stop_after / index
     return (1.0 + count) / (resamples + 1.0)
+
+
+def pvalue_bounds(hits: int, used: int, resamples: int) -> tuple[float, float]:
+    """The range of the p-value that all `resamples` would give, knowing `hits` among the first `used`.
+
+    (1 + hits) / (T + 1) if none of the T - used resamples not run is a hit, (1 + hits + T - used) /
+    (T + 1) if all are; the two are equal (the p-value itself) when every resample ran.
+
+    Example:
+        >>> pvalue_bounds(10, 40, 999)
+        (0.011, 0.97)
+    """
+    low = (1.0 + hits) / (resamples + 1.0)
+    return low, low + (resamples - used) / (resamples + 1.0)
 
 
 # ---------------------------------------------------------------- public fast entry point
@@ -490,24 +519,38 @@ def _pack(token_lists: list[np.ndarray]):
     return offsets, np.concatenate(invs), uniqs, np.concatenate(uniqs), uniq_offsets
 
 
+class PermutationResult(NamedTuple):
+    """`fast_test`'s result, one entry per text: statistic (cost units), p-value, resamples run and
+    null hits among them (null statistics <= the observed one)."""
+
+    statistics: np.ndarray
+    p_values: np.ndarray
+    resamples: np.ndarray
+    hits: np.ndarray
+
+
 def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_tables: list[tuple],
               vocab_size: int, n: int, k: int | None, gap_cost: float, resamples: int, seed: int = 0,
               stop_after: int | None = None, workers: int | None = None,
-              chunk: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Observed statistics, permutation-test p-values and resamples used, for several texts.
+              progress: Callable[[float], None] | None = None, kernel: str = "auto") -> PermutationResult:
+    """Observed statistics, permutation-test p-values, resamples run and null hits, for several texts.
 
     key_tables[t] is (table [n, U_t], u [n], eta [U_t]) for text t's distinct tokens (sorted), from
     the secret key. With `stop_after=h` a text stops resampling at its h-th null hit (see
     `sequential_pvalue`); resamples run in chunks across all unfinished texts in parallel.
     Statistics are returned in cost units (the fixed-point integers divided by SCALE).
+    `progress(texts_done)` is called after each chunk (texts done may be fractional: a text that
+    still runs counts for the share of its resamples that ran). `kernel` decides the null tests of
+    the edit statistic: "shifts" (divide and conquer over shifts), "lanes" (branch and bound over
+    blocks of SIMD lanes) or "auto" (shifts for blocks of 128 to 2048 tokens); all give the same p-values.
 
     Example:
         >>> import numpy as np
         >>> tokens = np.array([3, 1, 4, 1, 5])
         >>> table = np.random.default_rng(0).random((8, 4))   # key at the 4 distinct tokens
-        >>> stats, p, used = fast_test([tokens], mode=EXP, edit=True, key_tables=[(table, None, None)],
-        ...                            vocab_size=10, n=8, k=None, gap_cost=0.0, resamples=9)
-        >>> 0 < p[0] <= 1
+        >>> result = fast_test([tokens], mode=EXP, edit=True, key_tables=[(table, None, None)],
+        ...                    vocab_size=10, n=8, k=None, gap_cost=0.0, resamples=9)
+        >>> 0 < result.p_values[0] <= 1
         True
     """
     set_workers(workers)
@@ -524,26 +567,41 @@ def fast_test(token_lists: list[np.ndarray], *, mode: int, edit: bool, key_table
         tables.append(np.ascontiguousarray(np.zeros((1, 1)) if table is None else table, np.float64))
         us.append(np.ascontiguousarray(np.zeros(1) if u is None else u, np.float64))
         etas.append(np.ascontiguousarray(np.zeros(1) if eta is None else eta, np.float64))
+    if kernel not in KERNELS:
+        raise InvalidOption(f"unknown kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    kernel_id = LANES if int(ks.max()) > _SHIFTS_MAX_K else KERNELS[kernel]
     observed = _observed_many(mode, offsets, invs, tables, us, etas, n, ks, g, bool(edit))
     count = len(token_lists)
-    hits = np.zeros((count, resamples), np.bool_)
+    hit_count = np.zeros(count, np.int64)
     used = np.zeros(count, np.int64)
+    stopped_at = np.zeros(count, np.int64)  # the resample that gave the stop_after-th hit (0: none)
     active = np.arange(count, dtype=np.int64)
     seed = int(seed) & ((1 << 63) - 1)
     r0 = 0
-    # Chunks start small and double: most null texts stop after ~2 * stop_after resamples.
-    chunk = min(chunk, 2 * stop_after) if stop_after else chunk
+    # Chunks start small and grow: most null texts stop after ~2 * stop_after resamples. Each call
+    # holds at most _CHUNK_TASKS (text, resample) pairs so that progress reports come often.
+    chunk = min(64, 2 * stop_after) if stop_after else 64
     while r0 < resamples and active.size:
-        r1 = min(resamples, r0 + chunk)
+        r1 = min(resamples, r0 + max(1, min(chunk, _CHUNK_TASKS // active.size)))
         block = _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, int(vocab_size), n, ks, g,
-                           bool(edit), observed, seed, active, r0, r1, threads)
-        hits[active, r0:r1] = block
-        used[active] = r1
+                           bool(edit), observed, seed, active, r0, r1, threads, kernel_id)
         if stop_after:
-            active = active[hits[active, :r1].sum(axis=1) < stop_after]
+            running = np.cumsum(block, axis=1) + hit_count[active, None]
+            done = running[:, -1] >= stop_after
+            first = np.argmax(running >= stop_after, axis=1)  # the stopping resample within the chunk
+            stopped_at[active[done]] = r0 + first[done] + 1
+            used[active] = np.where(done, r0 + first + 1, r1)
+            hit_count[active] = np.minimum(running[:, -1], stop_after)
+            active = active[~done]
+        else:
+            hit_count[active] += block.sum(axis=1)
+            used[active] = r1
         r0, chunk = r1, min(2 * chunk, 256)
-    pvalues = np.array([sequential_pvalue(hits[t, :used[t]], resamples, stop_after) for t in range(count)])
-    return observed / SCALE, pvalues, used
+        if progress is not None:
+            progress(float(count - active.size) + (active.size * r0 / resamples if resamples else 0.0))
+    pvalues = np.where(stopped_at > 0, (stop_after or 0) / np.maximum(stopped_at, 1),
+                       (1.0 + hit_count) / (resamples + 1.0))
+    return PermutationResult(observed / SCALE, pvalues, used, hit_count)
 
 
 # ---------------------------------------------------------------- naive pure-Python oracle

@@ -2,7 +2,8 @@
 
     python -m decodelab.watermark.bench power --texts 128 --tokens 35 --resamples 500
     python -m decodelab.watermark.bench fpr --texts 500 --tokens 40 [--real]
-    python -m decodelab.watermark.bench speed --texts 200 --tokens 256 --resamples 1000 --naive-texts 1
+    python -m decodelab.watermark.bench speed --texts 200 --tokens 256 --resamples 1000 [--source smollm2
+        --substitution 0.4] [--all-resamples --kernels shifts,lanes]
 
 Power (the setting of Kuditipudi et al. 2023, Sec. 4): SmolLM2 continues news openings as raw text
 (chat=False) with the EXP watermark (n=256, temperature 1, no top-k/top-p, random shift); int(rate*m)
@@ -21,11 +22,12 @@ import json
 import os
 import sys
 import time
+import zlib
 
 import numpy as np
 
 from . import align
-from .detect import detect, key_tables
+from .detect import DEFAULT_STOP_AFTER, detect, key_tables
 from .prompts import NEWS_OPENINGS
 
 
@@ -137,41 +139,98 @@ def kernel_throughput(tokens: int = 256, n: int = 256, vocab: int = 49152) -> di
     return {"kernel_cells_per_s": n * tokens * tokens / fast, "naive_cells_per_s": 64 ** 3 / naive}
 
 
-def speed(texts: int, tokens: int, resamples: int, naive_texts: int, naive_resamples: int, stop_after: int | None,
-          watermarked: bool, seed: int = 0, vocab: int = 49152, n: int = 256, workers: int | None = None) -> dict:
-    rng = np.random.default_rng(seed)
-    token_lists = [rng.integers(0, vocab, tokens) for _ in range(texts)]
-    if watermarked:  # synthetic watermark: plant the key's argmax token at every other aligned position
-        from .keys import exp_key_sequence
+def _simulate_exp(token_lists: list[np.ndarray], xi: np.ndarray, rng: np.random.Generator, support: int = 200,
+                  zipf: float = 1.5) -> None:
+    """EXP-watermark sampling (token = argmax_v xi_v ** (1 / p_v), key row (shift + i) mod n, random shift)
+    from a stand-in language model: at every position p is Zipf(zipf) over `support` random tokens
+    (entropy 2.7 nats for the defaults; SmolLM2 on news openings is mostly between 1 and 5)."""
+    weights = 1.0 / np.arange(1, support + 1) ** zipf
+    weights /= weights.sum()
+    n, vocab = xi.shape
+    for t in token_lists:
+        rows = (int(rng.integers(0, n)) + np.arange(len(t))) % n
+        candidates = rng.integers(0, vocab, (len(t), support))  # rare repeats only merge two candidates
+        scores = np.log(xi[rows[:, None], candidates]) / weights
+        t[:] = candidates[np.arange(len(t)), np.argmax(scores, axis=1)]
 
-        xi = exp_key_sequence("bench-key", n, vocab)
-        for t in token_lists:
-            for i in range(0, tokens, 2):
-                t[i] = int(np.argmax(xi[i % n, :2000]))
-    tables = key_tables("exp", "bench-key", n, vocab, token_lists)
-    load_before = os.getloadavg()
-    cpu_start = time.process_time()
+
+def speed_texts(source: str, texts: int, tokens: int, substitution: float = 0.0, seed: int = 0, vocab: int = 49152,
+                n: int = 256, cache: str | None = None) -> tuple[list[np.ndarray], int]:
+    """Token lists for the speed run and their vocabulary size: "random" (unwatermarked), "planted" (the
+    key's argmax token at every other aligned position: a strong synthetic watermark), "simulated" (EXP
+    sampling from a Zipf stand-in language model, `_simulate_exp`) or "smollm2"
+    (EXP-watermarked SmolLM2 news continuations, as in `power`; kept in `cache` if given); then
+    int(substitution * m) random substitutions per text."""
+    rng = np.random.default_rng(seed)
+    if source == "smollm2":
+        if cache and os.path.exists(cache):
+            with open(cache) as handle:
+                token_lists = [np.asarray(t) for t in json.load(handle)]
+        else:
+            import decodelab as dl
+
+            token_lists = [np.asarray(t) for t in watermarked_news(dl.load(), texts, tokens, seed=seed)]
+            if cache:
+                with open(cache, "w") as handle:
+                    json.dump([t.tolist() for t in token_lists], handle)
+    else:
+        token_lists = [rng.integers(0, vocab, tokens) for _ in range(texts)]
+        if source in ("planted", "simulated"):
+            from .keys import exp_key_sequence
+
+            xi = exp_key_sequence("bench-key", n, vocab)
+        if source == "planted":
+            for t in token_lists:
+                for i in range(0, tokens, 2):
+                    t[i] = int(np.argmax(xi[i % n, :2000]))
+        elif source == "simulated":
+            _simulate_exp(token_lists, xi, rng)
+    if substitution:
+        token_lists = [np.asarray(_substitute(list(t), substitution, vocab, rng)) for t in token_lists]
+    return token_lists, vocab
+
+
+def speed(texts: int, tokens: int, resamples: int, naive_texts: int, naive_resamples: int, stop_after: int | None,
+          source: str = "random", substitution: float = 0.0, kernels: tuple[str, ...] = ("auto",), seed: int = 0,
+          n: int = 256, workers: int | None = None, cache: str | None = None) -> dict:
+    """Time `detect` (EXP-edit, gap cost 0, block = whole text) on `texts` texts with each null-test kernel
+    in turn, same inputs, same process; the naive oracle is timed on a subset and extrapolated."""
+    token_lists, vocab = speed_texts(source, texts, tokens, substitution, seed, n=n, cache=cache)
+    detect(None, token_lists[:1], key="bench-key", vocab_size=vocab, resamples=2, progress=False)  # load kernels
+    runs = {}
+    for kernel in kernels:
+        load_before = os.getloadavg()
+        cpu_start = time.process_time()
+        start = time.perf_counter()
+        if kernel == "auto":  # the public path with its defaults
+            results = detect(None, token_lists, key="bench-key", vocab_size=vocab, n=n, resamples=resamples,
+                             stop_after=stop_after, seed=1, workers=workers)
+            pvalues = np.array([r.p_value for r in results])
+            used = np.array([r.resamples for r in results])
+        else:
+            tables = key_tables("exp", "bench-key", n, vocab, token_lists)
+            _, pvalues, used, _ = align.fast_test(token_lists, mode=align.EXP, edit=True, key_tables=tables,
+                                                  vocab_size=vocab, n=n, k=None, gap_cost=0.0, resamples=resamples,
+                                                  stop_after=stop_after, seed=1, workers=workers, kernel=kernel)
+        runs[kernel] = {"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+                        "mean_resamples_used": float(np.mean(used)), "median_p": float(np.median(pvalues)),
+                        "detected_at_0.01": float(np.mean(pvalues <= 0.01)),
+                        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+                        "p_values_crc32": zlib.crc32(pvalues.tobytes())}
+    first = runs[kernels[0]]
     start = time.perf_counter()
-    _, pvalues, used = align.fast_test(token_lists, mode=align.EXP, edit=True, key_tables=tables, vocab_size=vocab,
-                                       n=n, k=None, gap_cost=0.0, resamples=resamples, stop_after=stop_after, seed=1,
-                                       workers=workers)
-    fast = time.perf_counter() - start
-    cpu = time.process_time() - cpu_start  # all threads: contention-free work, for a busy machine
-    load_after = os.getloadavg()
-    start = time.perf_counter()
-    for t, table in zip(token_lists[:naive_texts], tables[:naive_texts]):
+    tables = key_tables("exp", "bench-key", n, vocab, token_lists[:naive_texts])
+    for t, table in zip(token_lists[:naive_texts], tables):
         align.naive_test(list(t), mode=align.EXP, edit=True, key_table=table, vocab_size=vocab, n=n, k=None,
                          gap_cost=0.0, resamples=naive_resamples, seed=1)
     naive = time.perf_counter() - start
-    # The naive detector would compute the same statistics: the observed one and every resample the
-    # fast run used (the same early stopping), each in full.
-    naive_full = naive / (naive_texts * (naive_resamples + 1)) * float((used + 1).sum())
+    # The naive detector would compute the same statistics: the observed one and every resample used.
+    naive_full = naive / (naive_texts * (naive_resamples + 1)) * (first["mean_resamples_used"] + 1) * texts
     return {"texts": texts, "tokens": tokens, "n": n, "resamples": resamples, "stop_after": stop_after,
-            "watermarked": watermarked, "fast_seconds": fast, "fast_cpu_seconds": cpu, "mean_resamples_used": float(used.mean()),
-            "median_p": float(np.median(pvalues)),
+            "source": source, "substitution": substitution, "runs": runs,
+            "same_p_values": len({r["p_values_crc32"] for r in runs.values()}) == 1,
             "naive_measured": f"{naive_texts} text(s) x {naive_resamples + 1} statistics in {naive:.1f} s",
-            "naive_extrapolated_seconds": naive_full, "speedup": naive_full / fast,
-            "load_average_before_after": [round(load_before[0], 2), round(load_after[0], 2)],
+            "naive_extrapolated_seconds": naive_full, "speedup": naive_full / first["seconds"],
             "threads": workers or align.get_num_threads(), **kernel_throughput(tokens, n, vocab)}
 
 
@@ -181,26 +240,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--texts", type=int, default=40)
     parser.add_argument("--tokens", type=int, default=40)
     parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--stop-after", type=int, default=None)
+    parser.add_argument("--stop-after", type=int, default=DEFAULT_STOP_AFTER)
+    parser.add_argument("--all-resamples", action="store_true", help="no early stopping")
     parser.add_argument("--rates", default="0,0.1,0.2,0.3,0.4,0.5")
     parser.add_argument("--naive-texts", type=int, default=1)
     parser.add_argument("--naive-resamples", type=int, default=0)
-    parser.add_argument("--watermarked", action="store_true")
+    parser.add_argument("--source", choices=["random", "planted", "simulated", "smollm2"], default="random",
+                        help="speed: unwatermarked random tokens, a planted synthetic watermark, or SmolLM2 EXP text")
+    parser.add_argument("--substitution", type=float, default=0.0, help="speed: random substitution rate")
+    parser.add_argument("--kernels", default="auto", help="speed: null-test kernels to time in turn (auto,shifts,lanes)")
+    parser.add_argument("--cache", default=None, help="speed --source smollm2: keep the generated texts here")
     parser.add_argument("--real", action="store_true", help="fpr: unwatermarked SmolLM2 text, not random tokens")
     parser.add_argument("--key-per-text", action="store_true", help="fpr: a fresh key for every text")
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="also write the JSON result to this file")
     args = parser.parse_args(argv)
+    stop_after = None if args.all_resamples else args.stop_after
     if args.what == "power":
         result = power(args.texts, args.tokens, [float(r) for r in args.rates.split(",")], args.resamples,
                        seed=args.seed)
     elif args.what == "fpr":
-        result = fpr(args.texts, args.tokens, args.resamples, args.stop_after, seed=args.seed, real=args.real,
+        result = fpr(args.texts, args.tokens, args.resamples, stop_after, seed=args.seed, real=args.real,
                      key_per_text=args.key_per_text)
     else:
-        result = speed(args.texts, args.tokens, args.resamples, args.naive_texts, args.naive_resamples,
-                       args.stop_after, args.watermarked, workers=args.workers)
+        result = speed(args.texts, args.tokens, args.resamples, args.naive_texts, args.naive_resamples, stop_after,
+                       args.source, args.substitution, tuple(args.kernels.split(",")), workers=args.workers,
+                       cache=args.cache)
     result["command"] = "python -m decodelab.watermark.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     text = json.dumps(result, indent=1)
     print(text)

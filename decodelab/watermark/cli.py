@@ -14,8 +14,9 @@ from typing import Any
 from ..decoding.generate import GenerationOptions
 from ..errors import DecodelabError, InvalidOption
 from ..sampling.config import SamplingConfig
-from ..sampling.options import OneLineErrorParser, add_flags, option_specs
+from ..sampling.options import OneLineErrorParser, add_flags, bounded_number, option_specs
 from ..text import print_error, read_text_file
+from .detect import DEFAULT_RESAMPLES, DEFAULT_STOP_AFTER, MAX_RESAMPLES
 from .schemes import DEFAULT_N, WatermarkOptions
 
 
@@ -34,7 +35,9 @@ def add_watermark_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_flags(gen.add_argument_group("sampling"), [s for s in option_specs(SamplingConfig) if s.cli])
     gen.add_argument("--json", action="store_true", help="print a JSON object instead of the text")
     add_detect_flags(detect)
-    detect.add_argument("--seed", type=int, default=0, help="seed of the resampled keys")
+    detect.add_argument("--no-progress", action="store_true", help="no progress bar on long detections")
+    detect.add_argument("--seed", type=bounded_number(int, 0, 2**63 - 1, "--seed"), default=0,
+                        help="seed of the resampled keys")
     return parser
 
 
@@ -49,11 +52,17 @@ def add_detect_flags(parser: argparse.ArgumentParser) -> None:
     """The flags of detection (key, scheme and the test's options; not the model, not the seed);
     `detect_options(args)` turns them into `detect`'s keywords. `decodelab batch detect` shares them."""
     _add_key_flags(parser)
-    parser.add_argument("--resamples", type=int, default=1000, help="permutation-test resamples (EXP/ITS)")
-    parser.add_argument("--stop-after", type=int, default=None, help="stop resampling after this many null hits")
-    parser.add_argument("--block", type=int, default=None, help="sub-block length k (default: whole text)")
+    parser.add_argument("--resamples", type=bounded_number(int, 0, MAX_RESAMPLES, "--resamples"),
+                        default=DEFAULT_RESAMPLES, help="permutation-test resamples (EXP/ITS)")
+    parser.add_argument("--stop-after", type=bounded_number(int, 1, MAX_RESAMPLES, "--stop-after"),
+                        default=DEFAULT_STOP_AFTER,
+                        help="Besag-Clifford early stopping: a text stops resampling at this many null hits "
+                             "(valid p-values; only large p-values get coarser)")
+    parser.add_argument("--all-resamples", action="store_true", help="run every resample (no early stopping)")
+    parser.add_argument("--block", type=bounded_number(int, 1, 1_000_000, "--block"), default=None,
+                        help="sub-block length k (default: whole text)")
     parser.add_argument("--no-edit", action="store_true", help="use the non-robust statistic")
-    parser.add_argument("--gap-cost", type=float, default=None,
+    parser.add_argument("--gap-cost", type=bounded_number(float, 0, 1e6, "--gap-cost"), default=None,
                         help="EXP/ITS edit statistic: gap cost (the paper's gamma; default 0 for EXP, 0.4 for ITS)")
 
 
@@ -62,7 +71,8 @@ def detect_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.gamma is not None and args.scheme != "kgw":
         raise InvalidOption("--gamma is KGW's green fraction; the EXP/ITS detection gap cost is --gap-cost")
     options: dict[str, Any] = {"key": args.key, "scheme": args.scheme, "n": args.n or DEFAULT_N,
-                               "resamples": args.resamples, "stop_after": args.stop_after, "block": args.block,
+                               "resamples": args.resamples, "block": args.block,
+                               "stop_after": None if args.all_resamples else args.stop_after,
                                "edit": not args.no_edit}
     if args.gamma is not None:
         options["green_fraction"] = args.gamma
@@ -112,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
             print(out.text)
         return 0
     texts = _read_texts(args.file)
-    results = detect(lm, texts, seed=args.seed, **options)
+    results = detect(lm, texts, seed=args.seed, progress=False if args.no_progress else None, **options)
     for index, result in enumerate(results):
         print(json.dumps({"index": index, **result.as_dict()}))
     return 0

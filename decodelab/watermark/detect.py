@@ -25,9 +25,14 @@ from . import align
 from .blackbox import blackbox_detect
 from .detection import Detection
 from .keys import EmptyText, check_key, check_tokens, exp_key_columns, green_mask, its_key
+from .progress import detection_progress
+from .schemes import MAX_N
 
 DETECT_SCHEMES = ("exp", "its", "kgw", "blackbox")
 DEFAULT_GAP_COST = {"exp": 0.0, "its": 0.4}  # the paper's gap costs (its gamma) for EXP-edit / ITS-edit
+DEFAULT_RESAMPLES = 1000
+DEFAULT_STOP_AFTER = 10  # Besag-Clifford: stop a text's permutation test at its 10th null hit
+MAX_RESAMPLES = 1_000_000
 
 
 def tokenize_texts(lm: LM | None, texts: Any) -> list[np.ndarray]:
@@ -57,14 +62,16 @@ def tokenize_texts(lm: LM | None, texts: Any) -> list[np.ndarray]:
 
 def detect(lm: LM | None, texts: Any, *, key: Any, scheme: str = "exp", vocab_size: int | None = None,
            n: int = 256, edit: bool = True, gap_cost: float | None = None, block: int | None = None,
-           resamples: int = 1000, stop_after: int | None = None, seed: int = 0, green_fraction: float = 0.25,
-           workers: int | None = None) -> list[Detection]:
+           resamples: int = DEFAULT_RESAMPLES, stop_after: int | None = DEFAULT_STOP_AFTER, seed: int = 0,
+           green_fraction: float = 0.25, workers: int | None = None, progress: bool | None = None) -> list[Detection]:
     """p-values for texts (strings need `lm`; token ids need `lm` or `vocab_size`).
 
     EXP/ITS options: n (key length used at generation), edit (edit-robust statistic), gap_cost
     (the paper's gamma; default 0 for EXP, 0.4 for ITS), block (sub-block length k; default the whole text),
-    resamples (T), stop_after (Besag-Clifford early stop after this many null hits; None = all T),
-    seed (of the resampled keys). KGW: green_fraction. The alignment costs and the gap cost are rounded to
+    resamples (T), stop_after (Besag-Clifford: a text stops resampling at its stop_after-th null hit
+    and reports stop_after / resamples run, a valid p-value that only coarsens large p-values; default
+    10; None or 0 runs all T), seed (of the resampled keys), progress (a bar with texts/s on stderr;
+    None = when stderr is a terminal and the work is long). KGW: green_fraction. The alignment costs and the gap cost are rounded to
     multiples of 1/4096 (`align.SCALE`) the same way for the key and the resampled keys, so the
     p-value stays exact; `Detection.statistic` is in cost units.
 
@@ -87,9 +94,12 @@ def detect(lm: LM | None, texts: Any, *, key: Any, scheme: str = "exp", vocab_si
         return [kgw_detect(t, key=key, vocab_size=vocab, gamma=green_fraction) for t in token_lists]
     if scheme == "blackbox":
         return [blackbox_detect(t, key=key) for t in token_lists]
-    for name, value, low in (("n", n, 1), ("resamples", resamples, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise InvalidOption(f"{name} must be an integer >= {low}, got {value!r}")
+    stop_after = stop_after or 0
+    for name, value, low, high in (("n", n, 1, MAX_N), ("resamples", resamples, 0, MAX_RESAMPLES),
+                                   ("stop_after", stop_after, 0, MAX_RESAMPLES)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+            bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise InvalidOption(f"{name} must be an integer {bounds}, got {value!r}")
     if block is not None and (isinstance(block, bool) or not isinstance(block, int) or block < 1):
         raise InvalidOption(f"block must be a positive integer, got {block!r}")
     gap_cost = DEFAULT_GAP_COST[scheme] if gap_cost is None else float(gap_cost)
@@ -97,11 +107,14 @@ def detect(lm: LM | None, texts: Any, *, key: Any, scheme: str = "exp", vocab_si
         raise InvalidOption(f"gap_cost must be >= 0, got {gap_cost}")
     mode = align.EXP if scheme == "exp" else (align.ITS_EDIT if edit else align.ITS)
     tables = key_tables(scheme, key, n, vocab, token_lists)
-    statistics, pvalues, used = align.fast_test(
-        token_lists, mode=mode, edit=edit, key_tables=tables, vocab_size=vocab, n=n, k=block, gap_cost=gap_cost,
-        resamples=resamples, seed=seed, stop_after=stop_after, workers=workers)
-    return [Detection(float(p), float(s), len(t), scheme + ("-edit" if edit else ""), int(r))
-            for p, s, t, r in zip(pvalues, statistics, token_lists, used)]
+    with detection_progress(len(token_lists), resamples, progress) as report:
+        result = align.fast_test(token_lists, mode=mode, edit=edit, key_tables=tables, vocab_size=vocab, n=n,
+                                 k=block, gap_cost=gap_cost, resamples=resamples, seed=seed,
+                                 stop_after=stop_after or None, workers=workers, progress=report)
+    name = scheme + ("-edit" if edit else "")
+    return [Detection(float(p), float(s), len(t), name, int(r), int(h), bool(stop_after and h >= stop_after),
+                      align.pvalue_bounds(int(h), int(r), resamples))
+            for s, p, t, r, h in zip(*result[:2], token_lists, *result[2:])]
 
 
 def key_tables(scheme: str, key: Any, n: int, vocab: int, token_lists: list[np.ndarray]) -> list[tuple]:

@@ -21,15 +21,17 @@ def _case(rng, mode, vocab, n, m):
     (align.ITS, False, 0.0), (align.ITS_EDIT, True, 0.4),
 ])
 @pytest.mark.parametrize("n", [7, 37])  # below and above the 16-shift block of the branch and bound
-def test_fast_statistic_and_pvalue_equal_naive(mode, edit, gap_cost, n):
+@pytest.mark.parametrize("kernel", ["lanes", "shifts"])
+def test_fast_statistic_and_pvalue_equal_naive(mode, edit, gap_cost, n, kernel):
     rng = np.random.default_rng(n * 10 + mode)
     for trial in range(3):
         m = int(rng.integers(3, 10))
         block = None if trial == 0 else int(rng.integers(2, m + 1))
         tokens, table = _case(rng, mode, 23, n, m)
         stop = 2 if trial == 2 else None
-        stats, pvalues, _ = align.fast_test([tokens], mode=mode, edit=edit, key_tables=[table], vocab_size=23, n=n,
-                                            k=block, gap_cost=gap_cost, resamples=12, seed=7, stop_after=stop)
+        stats, pvalues, _, _ = align.fast_test([tokens], mode=mode, edit=edit, key_tables=[table], vocab_size=23, n=n,
+                                            k=block, gap_cost=gap_cost, resamples=12, seed=7, stop_after=stop,
+                                               kernel=kernel)
         stat, pvalue = align.naive_test(list(tokens), mode=mode, edit=edit, key_table=table, vocab_size=23, n=n,
                                         k=block, gap_cost=gap_cost, resamples=12, seed=7, stop_after=stop)
         assert stats[0] == stat
@@ -74,7 +76,7 @@ def test_broken_bound_would_be_caught():
     """Negative control for the oracle comparison: a wrong gap cost changes the statistic."""
     rng = np.random.default_rng(0)
     tokens, table = _case(rng, align.EXP, 23, 9, 8)
-    fast, _, _ = align.fast_test([tokens], mode=align.EXP, edit=True, key_tables=[table], vocab_size=23, n=9, k=None,
+    fast, _, _, _ = align.fast_test([tokens], mode=align.EXP, edit=True, key_tables=[table], vocab_size=23, n=9, k=None,
                                  gap_cost=0.5, resamples=0)
     naive, _ = align.naive_test(list(tokens), mode=align.EXP, edit=True, key_table=table, vocab_size=23, n=9, k=None,
                                 gap_cost=0.0, resamples=0)
