@@ -16,11 +16,12 @@ from .errors import (
 )
 from .models import LM, load
 from .sampling import KeyedNoise, SamplingConfig
+from .strategies import counterfactual
 
 __version__ = "0.1.0"
 __all__ = [
     "DecodelabError", "InstallError", "InvalidOption", "InvalidPrompt", "ModelNotFound",
     "ModelNotInstalled", "PromptTooLong", "VocabularyMismatch", "LM", "load",
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
-    "constrain", "search", "strategies", "watermark", "compose", "methods",
+    "constrain", "search", "strategies", "watermark", "compose", "methods", "counterfactual",
 ]

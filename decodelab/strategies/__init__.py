@@ -11,8 +11,10 @@ Example:
 
 from __future__ import annotations
 
-from . import contrastive, dola  # noqa: F401  (register their methods)
+from . import contrastive, dola, gumbel  # noqa: F401  (register their methods)
 from .contrastive import ContrastiveSearch
+from .counterfactual import counterfactual, posterior_noise
 from .dola import DoLa
+from .gumbel import GumbelMax
 
-__all__ = ["ContrastiveSearch", "DoLa"]
+__all__ = ["ContrastiveSearch", "DoLa", "GumbelMax", "counterfactual", "posterior_noise"]
