@@ -111,3 +111,65 @@ def verdict(tokens: torch.Tensor) -> Any:
     from ..decoding.protocols import Verdict
 
     return Verdict(torch.zeros(len(tokens), dtype=torch.long), tokens, ["target"] * len(tokens))
+
+
+class MixedInputs:
+    """Replaces the input embedding of chosen rows' pending token by a mixture of token embeddings
+    (superposed decoding's drafts, soft thinking's concept tokens) in the loop's next forward.
+
+    The strategy is also the loop's proposer (with empty proposals): `install` runs in `propose`,
+    right before the forward, and puts a forward hook on the input embedding module; `remove`
+    runs in `verify`, right after it, so the hook never outlives the step. Mixtures are built with
+    the embedding module itself, so scaled or quantized embeddings work unchanged.
+    """
+
+    def __init__(self) -> None:
+        self.pending: dict[int, torch.Tensor] = {}  # row index -> mixed embedding [H]
+        self._handle: Any = None
+
+    def set(self, lm: LM, row: int, ids: torch.Tensor, weights: torch.Tensor) -> None:
+        """Row `row`'s next input: sum_j weights[j] * embedding(ids[j])."""
+        with torch.inference_mode():
+            vectors = lm.model.get_input_embeddings()(ids.to(lm.device)[None])[0]  # [k, H]
+        self.pending[row] = (weights.to(vectors.device, torch.float32)[:, None] * vectors.float()).sum(0)
+
+    def install(self, state: Any) -> None:
+        rows = [(b, self.pending.pop(i)) for b, i in enumerate(state.active) if i in self.pending]
+        self.pending.clear()
+        if not rows:
+            return
+
+        def hook(module: Any, args: Any, output: torch.Tensor) -> torch.Tensor:
+            output = output.clone()
+            for b, vector in rows:
+                output[b, -1] = vector.to(output.dtype)
+            return output
+
+        self._handle = state.lm.model.get_input_embeddings().register_forward_hook(hook)
+
+    def remove(self) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+class EmptyProposer:
+    """Proposer hooks for strategies that only need a call right before each forward."""
+
+    def start(self, state: Any) -> None:
+        pass
+
+    def propose(self, state: Any, budget: list[int]) -> Any:
+        from ..decoding.protocols import Proposal
+
+        self.before_forward(state)
+        return Proposal.empty(len(state.active), state.lm.device)
+
+    def before_forward(self, state: Any) -> None:
+        pass
+
+    def accepted(self, state: Any, proposal: Any, verdict: Any) -> None:
+        pass
+
+    def select_rows(self, rows: list[int]) -> None:
+        pass  # strategies keep their state by row index
