@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from . import adadec, cautious, contrastive, dola, gumbel, icn, momentum, soft_thinking, superposed, uscd  # noqa: F401  (register their methods)
+from . import adadec, cautious, contrastive, dola, gumbel, icn, knn, momentum, soft_thinking, superposed, uscd  # noqa: F401  (register their methods)
 from .contrastive import ContrastiveSearch
 from .counterfactual import counterfactual, posterior_noise
 from .dola import DoLa
