@@ -20,7 +20,7 @@ from ..decoding.method import BuildContext, Method, Parts, register
 from ..decoding.protocols import Proposal, Verdict
 from ..sampling.options import option
 from ..sampling.processors import entropy
-from .common import choose, shaped_logits, verdict
+from .common import choose, parts_of, shaped_logits, verdict
 from .lookahead import fork, rollout
 from .slot import ALONE
 
@@ -75,8 +75,7 @@ class AdaDecOptions:
 
 
 def _build(ctx: BuildContext, o: AdaDecOptions) -> Parts:
-    verifier = AdaDec(o.entropy_threshold, o.top_k, o.lookahead)
-    return Parts(verifier=verifier, results=verifier.results)
+    return parts_of(AdaDec(o.entropy_threshold, o.top_k, o.lookahead))
 
 
 register(Method("adadec", "strategy", "AdaDec: at uncertain steps rerank candidates by a greedy lookahead",

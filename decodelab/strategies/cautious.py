@@ -26,6 +26,7 @@ from ..decoding.protocols import Proposal, Verdict
 from ..sampling.config import sample_from_probs
 from ..sampling.options import option
 from ..sampling.processors import TokenHistory, entropy
+from .common import parts_of
 from .lookahead import fork, punctuation_tokens, rollout
 
 
@@ -139,8 +140,7 @@ class CautiousOptions:
 
 
 def _build(ctx: BuildContext, o: CautiousOptions) -> Parts:
-    strategy = CautiousDecoding(o.entropy_threshold, o.trials, o.max_trial_tokens)
-    return Parts(proposer=strategy, verifier=strategy, results=strategy.results)
+    return parts_of(CautiousDecoding(o.entropy_threshold, o.trials, o.max_trial_tokens))
 
 
 register(Method("cautious", "strategy", "Cautious Next Token Prediction: lowest-perplexity trial at unsure steps",

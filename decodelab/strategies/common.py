@@ -173,3 +173,13 @@ class EmptyProposer:
 
     def select_rows(self, rows: list[int]) -> None:
         pass  # strategies keep their state by row index
+
+
+def parts_of(strategy: Any) -> Any:
+    """The Parts of a strategy object: its verifier, and its proposer, output policy and results
+    when it has them (`propose`, `outputs`, `results`)."""
+    from ..decoding.method import Parts
+
+    return Parts(proposer=strategy if hasattr(strategy, "propose") else None, verifier=strategy,
+                 row_policy=strategy if hasattr(strategy, "outputs") else None,
+                 results=getattr(strategy, "results", None))

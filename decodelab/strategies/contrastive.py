@@ -22,7 +22,7 @@ import torch
 from ..decoding.method import BuildContext, Method, Parts, register
 from ..decoding.protocols import Proposal, Verdict
 from ..sampling.options import option
-from .common import KeepsHiddenStates, RowContext, new_hidden, shaped_logits, verdict
+from .common import KeepsHiddenStates, RowContext, new_hidden, parts_of, shaped_logits, verdict
 from .slot import WITH_CONSTRAINTS
 
 
@@ -75,7 +75,7 @@ class ContrastiveOptions:
 
 
 def _build(ctx: BuildContext, o: ContrastiveOptions) -> Parts:
-    return Parts(verifier=ContrastiveSearch(o.penalty_alpha, o.top_k))
+    return parts_of(ContrastiveSearch(o.penalty_alpha, o.top_k))
 
 
 register(Method("contrastive", "strategy", "contrastive search: confidence minus a degeneration penalty",

@@ -28,7 +28,7 @@ from ..decoding.protocols import Proposal, Verdict
 from ..errors import InvalidOption
 from ..models.lm import LM
 from ..sampling.options import option
-from .common import KeepsHiddenStates, choose, early_exit_logits, shaped_logits, verdict
+from .common import KeepsHiddenStates, choose, early_exit_logits, parts_of, shaped_logits, verdict
 from .slot import WITH_CONSTRAINTS
 
 RELATIVE_TOP = 0.1
@@ -114,7 +114,7 @@ class DoLaOptions:
 
 
 def _build(ctx: BuildContext, o: DoLaOptions) -> Parts:
-    return Parts(verifier=DoLa(candidate_layers(ctx.lm, o.dola_layers)))
+    return parts_of(DoLa(candidate_layers(ctx.lm, o.dola_layers)))
 
 
 register(Method("dola", "strategy", "DoLa: contrast the final layer with a premature layer",

@@ -23,7 +23,7 @@ from ..decoding.protocols import Proposal, Verdict
 from ..errors import InvalidOption
 from ..sampling.keyed import KeyedNoise
 from ..sampling.options import option
-from .common import shaped_logits, verdict
+from .common import parts_of, shaped_logits, verdict
 
 NAME = "gumbel-max"
 
@@ -105,8 +105,7 @@ class GumbelOptions:
 def _build(ctx: BuildContext, o: GumbelOptions) -> Parts:
     if isinstance(o.key, bool) or not isinstance(o.key, (int, str)):
         raise InvalidOption(f"{NAME}: key must be text or an integer, got {o.key!r}", param="key")
-    verifier = GumbelMax(o.key)
-    return Parts(verifier=verifier, results=verifier.results)
+    return parts_of(GumbelMax(o.key))
 
 
 register(Method(NAME, "strategy", "Gumbel-max sampling with keyed noise (replayable; counterfactuals)",

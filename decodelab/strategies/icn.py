@@ -20,7 +20,7 @@ import torch
 from ..decoding.method import BuildContext, Method, Parts, register
 from ..decoding.protocols import Proposal, Verdict
 from ..sampling.options import option
-from .common import choose, shaped_logits, verdict
+from .common import choose, parts_of, shaped_logits, verdict
 from .slot import ALONE
 
 
@@ -92,8 +92,7 @@ def _build(ctx: BuildContext, o: ICNOptions) -> Parts:
     navigation = ctx.lm.tokenizer.encode(o.navigation, add_special_tokens=False)
     if not navigation:
         raise InvalidOption("icn: navigation must encode to at least one token", param="navigation")
-    verifier = InContextNavigation(o.candidates, navigation, o.end_at_newline)
-    return Parts(verifier=verifier, results=verifier.results)
+    return parts_of(InContextNavigation(o.candidates, navigation, o.end_at_newline))
 
 
 register(Method("icn", "strategy", "in-context navigation: earlier answers in context steer the next away",

@@ -29,7 +29,7 @@ from ..errors import InvalidOption
 from ..models.lm import LM
 from ..sampling.options import option
 from ..sampling.processors import entropy
-from .common import KeepsHiddenStates, choose, new_hidden, shaped_logits, verdict
+from .common import KeepsHiddenStates, choose, new_hidden, parts_of, shaped_logits, verdict
 from .slot import WITH_CONSTRAINTS
 
 MAX_DATASTORE = 50_000_000
@@ -202,8 +202,7 @@ def resolve_datastore(lm: LM, value: str, served: bool) -> Datastore:
 
 def _build(ctx: BuildContext, o: KNNOptions) -> Parts:
     store = resolve_datastore(ctx.lm, o.datastore, served=ctx.models is not None)
-    verifier = KNNLM(store, o.k, o.lam, o.knn_temperature)
-    return Parts(verifier=verifier, results=verifier.results)
+    return parts_of(KNNLM(store, o.k, o.lam, o.knn_temperature))
 
 
 register(Method("knn-lm", "strategy", "kNN-LM: interpolate with nearest neighbours from a datastore",

@@ -23,7 +23,7 @@ import torch
 from ..decoding.method import BuildContext, Method, Parts, register
 from ..decoding.protocols import Proposal, Verdict
 from ..sampling.options import option
-from .common import shaped_logits, verdict
+from .common import parts_of, shaped_logits, verdict
 from .slot import WITH_CONSTRAINTS
 
 
@@ -76,7 +76,7 @@ class MomentumOptions:
 
 
 def _build(ctx: BuildContext, o: MomentumOptions) -> Parts:
-    return Parts(verifier=MomentumDecoding(o.penalty_alpha, o.top_k, o.ngram))
+    return parts_of(MomentumDecoding(o.penalty_alpha, o.top_k, o.ngram))
 
 
 register(Method("momentum", "strategy", "momentum decoding: resistance against re-entering the text's graph",

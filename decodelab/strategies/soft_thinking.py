@@ -26,7 +26,7 @@ from ..decoding.method import BuildContext, Method, Parts, register
 from ..decoding.protocols import Proposal, Verdict
 from ..sampling.options import option
 from ..sampling.processors import entropy
-from .common import EmptyProposer, MixedInputs, choose, shaped_logits, verdict
+from .common import EmptyProposer, MixedInputs, choose, parts_of, shaped_logits, verdict
 from .slot import ALONE
 
 
@@ -103,8 +103,7 @@ def _build(ctx: BuildContext, o: SoftThinkingOptions) -> Parts:
     end_ids = ctx.lm.tokenizer.encode(o.think_end, add_special_tokens=False)
     if not end_ids:
         raise InvalidOption("soft-thinking: think_end must encode to at least one token", param="think_end")
-    strategy = SoftThinking(o.top_k, o.cold_entropy, o.cold_steps, o.max_thinking_tokens, end_ids)
-    return Parts(proposer=strategy, verifier=strategy, results=strategy.results)
+    return parts_of(SoftThinking(o.top_k, o.cold_entropy, o.cold_steps, o.max_thinking_tokens, end_ids))
 
 
 register(Method("soft-thinking", "strategy", "Soft Thinking: concept tokens (embedding mixtures) while reasoning",

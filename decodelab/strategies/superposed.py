@@ -24,7 +24,7 @@ import torch
 from ..decoding.method import BuildContext, Method, Parts, register
 from ..decoding.protocols import Proposal, Verdict
 from ..sampling.options import option
-from .common import EmptyProposer, MixedInputs, shaped_logits, verdict
+from .common import EmptyProposer, MixedInputs, parts_of, shaped_logits, verdict
 from .ngram import NgramModel, corpus_ngrams
 from .slot import ALONE
 
@@ -125,8 +125,7 @@ class SuperposedOptions:
 
 def _build(ctx: BuildContext, o: SuperposedOptions) -> Parts:
     ngrams = corpus_ngrams(ctx.lm, o.ngram_order) if o.ngram_weight > 0 and o.k > 1 else None
-    strategy = SuperposedDecoding(o.k, o.ngram_weight, ngrams)
-    return Parts(proposer=strategy, verifier=strategy, row_policy=strategy)
+    return parts_of(SuperposedDecoding(o.k, o.ngram_weight, ngrams))
 
 
 register(Method("superposed", "strategy", "superposed decoding: k drafts from one forward per step",

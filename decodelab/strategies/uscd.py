@@ -24,7 +24,7 @@ from ..decoding.protocols import Proposal, Verdict
 from ..engine.sequence import Sequence
 from ..sampling.options import option
 from ..sampling.processors import entropy
-from .common import choose, shaped_logits, verdict
+from .common import choose, parts_of, shaped_logits, verdict
 from .slot import WITH_CONSTRAINTS
 
 RELATIVE_TOP = 0.1
@@ -99,8 +99,7 @@ class USCDOptions:
 
 def _build(ctx: BuildContext, o: USCDOptions) -> Parts:
     lame = ctx.lm.encode(o.lame_prompt) if o.lame_prompt else None
-    verifier = SelectiveContrast(o.alpha, o.entropy_threshold, lame)
-    return Parts(verifier=verifier, results=verifier.results)
+    return parts_of(SelectiveContrast(o.alpha, o.entropy_threshold, lame))
 
 
 register(Method("uscd", "strategy", "USCD: contrast with a lame prompt where the model is unsure",

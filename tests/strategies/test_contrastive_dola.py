@@ -18,8 +18,8 @@ def lm():
     return dl.load("tiny-random", vocab_size=64, init_std=0.3, seed=3, num_layers=4)
 
 
-def _greedy(lm, prompts, **kw):
-    return [o.token_ids for o in dl.generate(lm, prompts, max_new_tokens=10, temperature=0, **kw)]
+def _greedy(lm, prompts, steps=10, **kw):
+    return [o.token_ids for o in dl.generate(lm, prompts, max_new_tokens=steps, temperature=0, **kw)]
 
 
 def _forward(model, ids):
@@ -82,10 +82,10 @@ def test_contrastive_with_penalty_alpha_zero_is_greedy(lm):
 
 
 def test_contrastive_matches_a_reference_implementation_batched(lm):
-    got = _greedy(lm, PROMPTS, strategy="contrastive", strategy_options={"penalty_alpha": 0.6, "top_k": 4})
-    want = [reference_contrastive(lm, p, 0.6, 4, 10) for p in PROMPTS]
+    got = _greedy(lm, PROMPTS, strategy="contrastive", strategy_options={"penalty_alpha": 0.6, "top_k": 4}, steps=8)
+    want = [reference_contrastive(lm, p, 0.6, 4, 8) for p in PROMPTS]
     assert got == want
-    assert got != _greedy(lm, PROMPTS)  # the penalty changed something here, so the comparison has power
+    assert got != _greedy(lm, PROMPTS, steps=8)  # the penalty changed something here, so the comparison has power
 
 
 def test_dola_with_the_final_layer_as_premature_layer_is_greedy(lm):

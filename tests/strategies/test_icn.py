@@ -4,15 +4,14 @@ writes with the earlier ones and the navigation text in its context."""
 from __future__ import annotations
 
 import pytest
+from strategy_helpers import PROMPTS
 
 import decodelab as dl
 
-PROMPTS = [[1, 4, 5, 6, 7], [1, 9, 2]]
-
 
 @pytest.fixture(scope="module")
-def lm():
-    return dl.load("tiny-random", vocab_size=64, init_std=0.2, seed=4, num_layers=2)
+def lm(lm2):
+    return lm2
 
 
 def _bias(lm):

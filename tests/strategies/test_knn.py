@@ -18,8 +18,8 @@ TEXT = "the quick brown fox jumps over the lazy dog while seven wizards quietly 
 
 
 @pytest.fixture(scope="module")
-def lm():
-    return dl.load("tiny-random", vocab_size=64, init_std=0.2, seed=4, num_layers=2)
+def lm(lm2):
+    return lm2
 
 
 @pytest.fixture(scope="module")

@@ -7,22 +7,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from strategy_helpers import PROMPTS, fresh_logp
 
 import decodelab as dl
 from decodelab.engine import Sequence
 from decodelab.strategies.lookahead import fork, rollout
 
-PROMPTS = [[1, 4, 5, 6, 7], [1, 9, 2]]
-
 
 @pytest.fixture(scope="module")
-def lm():
-    return dl.load("tiny-random", vocab_size=64, init_std=0.1, seed=3, num_layers=4)
+def lm(lm4):
+    return lm4
 
-
-def _logp(lm, ids):
-    with torch.no_grad():
-        return lm.model(input_ids=torch.tensor([ids])).logits[0, -1].double().log_softmax(-1)
 
 
 def test_fork_and_rollout_leave_the_sequence_as_it_was(lm):
@@ -35,7 +30,7 @@ def test_fork_and_rollout_leave_the_sequence_as_it_was(lm):
     after = seq.forward([[11], [12]])[:, -1]
     fresh = Sequence(lm, [[1, 4, 5, 7, 11], [1, 9, 2, 8, 3, 12]]).prefill()
     assert torch.allclose(after, fresh, atol=1e-4)
-    assert tokens[1, 1] == int(_logp(lm, [1, 9, 2, 8, 3, 6]).argmax())
+    assert tokens[1, 1] == int(fresh_logp(lm, [1, 9, 2, 8, 3, 6]).argmax())
 
 
 def test_adadec_that_never_pauses_is_greedy(lm):
@@ -48,7 +43,7 @@ def test_adadec_that_never_pauses_is_greedy(lm):
 def reference_adadec(lm, prompt, threshold, k, lookahead, steps):
     ids = list(prompt)
     for _ in range(steps):
-        lp = _logp(lm, ids)
+        lp = fresh_logp(lm, ids)
         if float(-(lp.exp() * lp).sum()) <= threshold:
             choice = int(lp.argmax())
         else:
@@ -56,7 +51,7 @@ def reference_adadec(lm, prompt, threshold, k, lookahead, steps):
             for cand in lp.topk(k).indices.tolist():
                 path, total = ids + [cand], [float(lp[cand])]
                 for _ in range(lookahead):
-                    nxt = _logp(lm, path)
+                    nxt = fresh_logp(lm, path)
                     path.append(int(nxt.argmax()))
                     total.append(float(nxt.max()))
                 score = sum(total) / len(total)
@@ -70,11 +65,11 @@ def reference_adadec(lm, prompt, threshold, k, lookahead, steps):
 
 
 def test_adadec_matches_a_reference_implementation_batched(lm):
-    options = {"entropy_threshold": 3.0, "top_k": 3, "lookahead": 3}
-    outs = dl.generate(lm, PROMPTS, max_new_tokens=8, temperature=0, strategy="adadec", strategy_options=options)
-    assert [o.token_ids for o in outs] == [reference_adadec(lm, p, 3.0, 3, 3, 8) for p in PROMPTS]
+    options = {"entropy_threshold": 3.0, "top_k": 3, "lookahead": 2}
+    outs = dl.generate(lm, PROMPTS, max_new_tokens=6, temperature=0, strategy="adadec", strategy_options=options)
+    assert [o.token_ids for o in outs] == [reference_adadec(lm, p, 3.0, 3, 2, 6) for p in PROMPTS]
     assert any(o.results["adadec"]["paused_at"] for o in outs)
-    greedy = [o.token_ids for o in dl.generate(lm, PROMPTS, max_new_tokens=8, temperature=0)]
+    greedy = [o.token_ids for o in dl.generate(lm, PROMPTS, max_new_tokens=6, temperature=0)]
     assert [o.token_ids for o in outs] != greedy
 
 
@@ -97,7 +92,7 @@ def test_cautious_keeps_the_lowest_perplexity_trial(lm):
             context = prompt + out.token_ids[:pos]
             means = []
             for trial in step["trials"]:
-                lps = [float(_logp(lm, context + trial[:j])[trial[j]]) for j in range(len(trial))]
+                lps = [float(fresh_logp(lm, context + trial[:j])[trial[j]]) for j in range(len(trial))]
                 means.append(sum(lps) / len(lps))
             assert means == pytest.approx(step["mean_logprob"], abs=1e-3)
             kept = step["trials"][step["kept"]]

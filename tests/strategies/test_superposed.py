@@ -7,16 +7,15 @@ import math
 
 import pytest
 import torch
+from strategy_helpers import PROMPTS
 
 import decodelab as dl
 from decodelab.strategies.ngram import NgramModel, corpus_ngrams
 
-PROMPTS = [[1, 4, 5, 6, 7], [1, 9, 2]]
-
 
 @pytest.fixture(scope="module")
-def lm():
-    return dl.load("tiny-random", vocab_size=64, init_std=0.2, seed=4, num_layers=2)
+def lm(lm2):
+    return lm2
 
 
 def reference_superposed(lm, prompt, k, steps):

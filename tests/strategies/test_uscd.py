@@ -7,28 +7,23 @@ import math
 
 import pytest
 import torch
+from strategy_helpers import PROMPTS, fresh_logp
 
 import decodelab as dl
 
-PROMPTS = [[1, 4, 5, 6, 7], [1, 9, 2]]
-
 
 @pytest.fixture(scope="module")
-def lm():
-    return dl.load("tiny-random", vocab_size=64, init_std=0.2, seed=4, num_layers=2)
+def lm(lm2):
+    return lm2
 
-
-def _logp(lm, ids):
-    with torch.no_grad():
-        return lm.model(input_ids=torch.tensor([ids])).logits[0, -1].double().log_softmax(-1)
 
 
 def reference_uscd(lm, prompt, lame, alpha, threshold, steps):
     out = []
     for _ in range(steps):
-        lp = _logp(lm, prompt + out)
+        lp = fresh_logp(lm, prompt + out)
         if float(-(lp.exp() * lp).sum()) > threshold:
-            lame_lp = _logp(lm, lame + out)
+            lame_lp = fresh_logp(lm, lame + out)
             head = lp >= lp.max() + math.log(0.1)
             score = torch.where(head, (1 + alpha) * lp - alpha * lame_lp, torch.tensor(-math.inf, dtype=lp.dtype))
             out.append(int(score.argmax()))
