@@ -290,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("decodelab.server.cli", "add_serve_parser", "run_serve_command"),
         ("decodelab.watermark.cli", "add_watermark_parser", "run_watermark_command"),
         ("decodelab.batch.cli", "add_batch_parser", "run_batch_command"),
+        ("decodelab.strategies.cli", "add_knn_parser", "run_knn_command"),
     ):
         _add_optional(sub, module, adder, runner)
     return parser

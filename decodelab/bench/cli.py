@@ -56,6 +56,12 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                         help="option given to every method of the run that is not built in (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--strategies", default=None,
+                        help="compare decoding strategies instead (bench/strategies.py): e.g. greedy,nucleus,typical,"
+                             "contrastive:penalty_alpha=0.6,dola; rep-n, distinct-n, mean log p, tokens/s")
+    parser.add_argument("--scorer", default=None, help="--strategies: model that scores mean log p (default: --model)")
+    parser.add_argument("--problems", type=int, default=0, metavar="N",
+                        help="--strategies: also accuracy on N checkable problems (bench/problems.py)")
     return parser
 
 
@@ -105,6 +111,10 @@ def _run(args: argparse.Namespace) -> int:
     else:
         methods = list(DEFAULT_METHODS) + (["hf-assisted"] if args.draft else [])
 
+    if getattr(args, "strategies", None):
+        from .strategies import run_strategies_command
+
+        return run_strategies_command(args, _load_model(args.model, args.threads, args.weights))
     lm = _load_model(args.model, args.threads, args.weights)
     draft = _load_model(args.draft, args.threads, args.weights) if args.draft else None
     built = make_methods(methods, lm, draft=draft, method_options=options)

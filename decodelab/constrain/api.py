@@ -144,7 +144,7 @@ PAPER_AWRS = ("Lipkin et al. 2025, Fast Controlled Generation from Language Mode
 CONSTRAINT_METHODS = [
     Method("mask", "constraint", "mask the tokens the grammar forbids, then sample (works with speculative methods)",
            "Willard & Louf 2023, Efficient Guided Generation for Large Language Models", ConstraintOptions,
-           _build_mask, Capabilities(lossless=True, composes_with=frozenset({"speculative", "policy"})),
+           _build_mask, Capabilities(lossless=True, composes_with=frozenset({"speculative", "policy", "strategy"})),
            _selects("mask"), example={"regex": "(ea|to)+"}),
     Method("awrs", "constraint", "adaptive weighted rejection sampling: same law, lazy checks, importance weights",
            PAPER_AWRS, ConstraintOptions, _build_awrs, Capabilities(lossless=True), _selects("awrs"),

@@ -179,6 +179,9 @@ def run_loop(state: DecodeState, proposer: Proposer | None = None, verifier: Ver
     verifier = verifier or SampleVerifier()
     if state.policy is not None and hasattr(state.policy, "start"):
         state.policy.start(state)
+    for piece in (proposer, verifier):  # e.g. ask the sequence to keep hidden states from the prefill on
+        if hasattr(piece, "before_prefill"):
+            piece.before_prefill(state)
     start = time.perf_counter()
     prefill_logits = state.seq.prefill()[:, None]
     prefill_time = time.perf_counter() - start

@@ -83,6 +83,11 @@ class Proposer(Protocol):
 
 
 class Verifier(Protocol):
+    """Chooses the tokens of a step. Optional hooks the loop calls when they exist: `start(state)`
+    after the prefill, and `before_prefill(state)` before it (e.g. to set
+    `state.seq.keep_hidden_states`, for strategies that read hidden states). A proposer may
+    define `before_prefill` too."""
+
     def verify(self, state: DecodeState, target_logits: torch.Tensor, proposal: Proposal) -> Verdict:
         """target_logits [B, k+1, V]: position 0 scores the first draft; position j+1 scores
         the token after draft j (after node j's root-to-node path for trees)."""

@@ -56,6 +56,11 @@ class Sequence:
         # few-row forwards through `W @ x.T` (fast_linear); off where results must match
         # Hugging Face's own batched forwards bit for bit (beam search)
         self.few_row_path = True
+        # methods that read hidden states (decoding strategies) set this before the prefill: each
+        # forward then keeps the model's hidden states (embeddings + one per layer, the last after
+        # the final norm) in `hidden_states`, each [B, n, H]
+        self.keep_hidden_states = False
+        self.hidden_states: tuple[torch.Tensor, ...] | None = None
         self.check_room(max(len(r) for r in rows))
 
     # ----------------------------------------------------------------- queries
@@ -263,7 +268,9 @@ class Sequence:
                 cache=self.cache,
                 use_cache=True,
                 logits_to_keep=1 if last_only else 0,
+                **({"output_hidden_states": True} if self.keep_hidden_states else {}),
             )
+        self.hidden_states = out.hidden_states if self.keep_hidden_states else None
         self.forward_calls += 1
         return out.logits
 
