@@ -1,7 +1,7 @@
 """decodelab: token-level inference with causal language models."""
 
 # the families register their methods on import (decodelab.decoding.method)
-from . import constrain, search, watermark
+from . import constrain, search, uncertainty, watermark
 from . import speculative as spec  # noqa: E402
 from .decoding import GenerationOutput, GenerationStats, TokenRecord, compose, generate, methods, stream
 from .errors import (
@@ -16,11 +16,12 @@ from .errors import (
 )
 from .models import LM, load
 from .sampling import KeyedNoise, SamplingConfig
+from .uncertainty import score
 
 __version__ = "0.1.0"
 __all__ = [
     "DecodelabError", "InstallError", "InvalidOption", "InvalidPrompt", "ModelNotFound",
     "ModelNotInstalled", "PromptTooLong", "VocabularyMismatch", "LM", "load",
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
-    "constrain", "search", "watermark", "compose", "methods",
+    "constrain", "search", "watermark", "compose", "methods", "uncertainty", "score",
 ]

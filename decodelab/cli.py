@@ -291,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("decodelab.bench.cli", "add_bench_parser", "run_bench_command"),
         ("decodelab.server.cli", "add_serve_parser", "run_serve_command"),
         ("decodelab.watermark.cli", "add_watermark_parser", "run_watermark_command"),
+        ("decodelab.uncertainty.cli", "add_score_parser", "run_score_command"),
     ):
         _add_optional(sub, module, adder, runner)
     return parser
