@@ -16,12 +16,12 @@ from .errors import (
 )
 from .models import LM, load
 from .sampling import KeyedNoise, SamplingConfig
-from .uncertainty import score
+from .uncertainty import cascade, score
 
 __version__ = "0.1.0"
 __all__ = [
     "DecodelabError", "InstallError", "InvalidOption", "InvalidPrompt", "ModelNotFound",
     "ModelNotInstalled", "PromptTooLong", "VocabularyMismatch", "LM", "load",
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
-    "constrain", "search", "watermark", "compose", "methods", "uncertainty", "score",
+    "constrain", "search", "watermark", "compose", "methods", "uncertainty", "score", "cascade",
 ]

@@ -8,9 +8,10 @@ Example:
 """
 
 from . import method  # registers the `scores` option
+from .cascade import cascade
 from .method import ScoreObserver, ScoresOptions, parse_score_names
 from .score import ScoreResult, score
 from .token_scores import TOKEN_SCORES, perplexity
 
-__all__ = ["method", "ScoreObserver", "ScoresOptions", "parse_score_names", "ScoreResult", "score", "TOKEN_SCORES",
+__all__ = ["cascade", "method", "ScoreObserver", "ScoresOptions", "parse_score_names", "ScoreResult", "score", "TOKEN_SCORES",
            "perplexity"]
