@@ -1,7 +1,7 @@
 """decodelab: token-level inference with causal language models."""
 
 # the families register their methods on import (decodelab.decoding.method)
-from . import constrain, search, uncertainty, watermark
+from . import attribution, constrain, search, uncertainty, watermark
 from . import speculative as spec  # noqa: E402
 from .decoding import GenerationOutput, GenerationStats, TokenRecord, compose, generate, methods, stream
 from .errors import (
@@ -16,6 +16,7 @@ from .errors import (
 )
 from .models import LM, load
 from .sampling import KeyedNoise, SamplingConfig
+from .attribution import attribute
 from .uncertainty import cascade, score
 
 __version__ = "0.1.0"
@@ -23,5 +24,5 @@ __all__ = [
     "DecodelabError", "InstallError", "InvalidOption", "InvalidPrompt", "ModelNotFound",
     "ModelNotInstalled", "PromptTooLong", "VocabularyMismatch", "LM", "load",
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
-    "constrain", "search", "watermark", "compose", "methods", "uncertainty", "score", "cascade",
+    "constrain", "search", "watermark", "compose", "methods", "uncertainty", "score", "cascade", "attribution", "attribute",
 ]
