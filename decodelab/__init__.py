@@ -3,6 +3,7 @@
 # the families register their methods on import (decodelab.decoding.method)
 from . import attribution, constrain, search, uncertainty, watermark
 from . import speculative as spec  # noqa: E402
+from .attribution import attribute, compress, critical_tokens
 from .decoding import GenerationOutput, GenerationStats, TokenRecord, compose, generate, methods, stream
 from .errors import (
     DecodelabError,
@@ -16,7 +17,6 @@ from .errors import (
 )
 from .models import LM, load
 from .sampling import KeyedNoise, SamplingConfig
-from .attribution import attribute
 from .uncertainty import cascade, score
 
 __version__ = "0.1.0"
@@ -24,5 +24,5 @@ __all__ = [
     "DecodelabError", "InstallError", "InvalidOption", "InvalidPrompt", "ModelNotFound",
     "ModelNotInstalled", "PromptTooLong", "VocabularyMismatch", "LM", "load",
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
-    "constrain", "search", "watermark", "compose", "methods", "uncertainty", "score", "cascade", "attribution", "attribute",
+    "constrain", "search", "watermark", "compose", "methods", "uncertainty", "score", "cascade", "attribution", "attribute", "compress", "critical_tokens",
 ]

@@ -292,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("decodelab.server.cli", "add_serve_parser", "run_serve_command"),
         ("decodelab.watermark.cli", "add_watermark_parser", "run_watermark_command"),
         ("decodelab.uncertainty.cli", "add_score_parser", "run_score_command"),
+        ("decodelab.attribution.cli", "add_attribute_parser", "run_attribute_command"),
+        ("decodelab.attribution.cli", "add_compress_parser", "run_attribute_command"),
     ):
         _add_optional(sub, module, adder, runner)
     return parser

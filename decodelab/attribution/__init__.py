@@ -7,6 +7,9 @@ Example:
     >>> a = dl.attribute(lm, [1, 5, 6, 7], [9], max_steps=3, probes=4)
 """
 
+from .compress import CompressedPrompt, compress
+from .critical import CriticalTokens, critical_tokens
 from .reagent import Attribution, ReagentOptions, attribute, reagent
 
-__all__ = ["Attribution", "ReagentOptions", "attribute", "reagent"]
+__all__ = ["Attribution", "ReagentOptions", "attribute", "reagent", "compress", "CompressedPrompt", "critical_tokens",
+           "CriticalTokens"]

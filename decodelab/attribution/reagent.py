@@ -146,16 +146,20 @@ def _top_rank(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def reagent(lm: LM, prompt_ids: list[int], output_ids: list[int], options: ReagentOptions, *,
-            loop: bool = False) -> Attribution:
+            loop: bool = False, positions: list[int] | None = None) -> Attribution:
     """ReAGent over prompt tokens for every output token (see the module docstring). `loop=True`
     runs the same probes one forward per (probe, target): the baseline the batched way is timed
-    against; it returns the same numbers."""
+    against; it returns the same numbers. `positions`: the prompt positions to attribute
+    (default: every non-special token)."""
     start = time.perf_counter()
     n, T = len(prompt_ids), len(output_ids)
     device = lm.device
     pool = replacement_pool(lm).to(device)
     special = set(getattr(lm.tokenizer, "all_special_ids", []) or [])
-    positions = [i for i, t in enumerate(prompt_ids) if t not in special]
+    if positions is None:
+        positions = [i for i, t in enumerate(prompt_ids) if t not in special]
+    elif any(not 0 <= i < n for i in positions):
+        raise InvalidOption(f"positions must lie in the prompt (0..{n - 1})")
     if not positions:
         raise InvalidOption("the prompt has no token that can be replaced (only special tokens)")
     where = torch.tensor(positions, device=device)
@@ -233,7 +237,7 @@ def _effect(sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]) -> t
 
 
 def attribute(lm: LM, prompt: Prompt, output: str | list[int] | None = None, *, chat: bool | None = None,
-              loop: bool = False, **options: Any) -> Attribution:
+              loop: bool = False, positions: list[int] | None = None, **options: Any) -> Attribution:
     """ReAGent importance of each prompt token for each output token (generated first when
     `output` is None, with the remaining options passed to `dl.generate`).
 
@@ -256,7 +260,7 @@ def attribute(lm: LM, prompt: Prompt, output: str | list[int] | None = None, *, 
         output_ids = encode_completion(lm, output)
     if not output_ids:
         raise InvalidOption("nothing to attribute: the output is empty")
-    return reagent(lm, prompt_ids, output_ids, checked, loop=loop)
+    return reagent(lm, prompt_ids, output_ids, checked, loop=loop, positions=positions)
 
 
 __all__ = ["attribute", "reagent", "Attribution", "ReagentOptions", "replacement_pool"]
