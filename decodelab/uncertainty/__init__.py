@@ -9,9 +9,12 @@ Example:
 
 from . import method  # registers the `scores` option
 from .cascade import cascade
+from .claims import ClaimScores, ccp
 from .method import ScoreObserver, ScoresOptions, parse_score_names
 from .score import ScoreResult, score
+from .sar import SAR, TokenSAR, sar, token_sar
 from .token_scores import TOKEN_SCORES, perplexity
+from .uqac import UQAC, uqac
 
-__all__ = ["cascade", "method", "ScoreObserver", "ScoresOptions", "parse_score_names", "ScoreResult", "score", "TOKEN_SCORES",
+__all__ = ["cascade", "ccp", "ClaimScores", "sar", "token_sar", "SAR", "TokenSAR", "uqac", "UQAC", "method", "ScoreObserver", "ScoresOptions", "parse_score_names", "ScoreResult", "score", "TOKEN_SCORES",
            "perplexity"]
