@@ -11,8 +11,8 @@ from . import method  # registers the `scores` option
 from .cascade import cascade
 from .claims import ClaimScores, ccp
 from .method import ScoreObserver, ScoresOptions, parse_score_names
-from .score import ScoreResult, score
 from .sar import SAR, TokenSAR, sar, token_sar
+from .score import ScoreResult, score
 from .token_scores import TOKEN_SCORES, perplexity
 from .uqac import UQAC, uqac
 
