@@ -53,7 +53,17 @@ class SAR:
 def token_sar(lm: LM, prompt: Prompt, output: str | list[int], *, similarity: Similarity,
               chat: bool | None = None) -> TokenSAR:
     """TokenSAR of one answer (teacher-forced log-probabilities, relevance by `similarity`)."""
-    s = score(lm, prompt, output, scores="logprob", chat=chat)
+    return _token_sar(lm, score(lm, prompt, output, scores="logprob", chat=chat), similarity)
+
+
+def token_sars(lm: LM, prompt: Prompt, outputs: list[str | list[int]], *, similarity: Similarity,
+               chat: bool | None = None) -> list[TokenSAR]:
+    """TokenSAR of several answers to one prompt (one padded forward for all)."""
+    scored = score(lm, [prompt] * len(outputs), list(outputs), scores="logprob", chat=chat)
+    return [_token_sar(lm, s, similarity) for s in scored]
+
+
+def _token_sar(lm: LM, s, similarity: Similarity) -> TokenSAR:
     ids = s.token_ids
     text = lm.decode(ids)
     removed = [lm.decode(ids[:t] + ids[t + 1:]) for t in range(len(ids))]
@@ -81,7 +91,7 @@ def sar(lm: LM, prompt: Prompt, samples: list[str | list[int]], *, similarity: S
         raise InvalidOption("SAR needs a list of at least two sampled answers")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature <= 1e6:
         raise InvalidOption("temperature must be a number in (0, 1e6]")
-    tokens = [token_sar(lm, prompt, s, similarity=similarity, chat=chat) for s in samples]
+    tokens = token_sars(lm, prompt, list(samples), similarity=similarity, chat=chat)
     probabilities = [math.exp(-t.value) for t in tokens]
     texts = [t.text for t in tokens]
     sims = [[1.0 if i == j else 0.0 for j in range(len(texts))] for i in range(len(texts))]
@@ -93,4 +103,4 @@ def sar(lm: LM, prompt: Prompt, samples: list[str | list[int]], *, similarity: S
     return SAR(sum(per_sample) / len(per_sample), per_sample, tokens)
 
 
-__all__ = ["token_sar", "sentence_sar", "sar", "TokenSAR", "SAR", "Similarity"]
+__all__ = ["token_sar", "token_sars", "sentence_sar", "sar", "TokenSAR", "SAR", "Similarity"]

@@ -105,3 +105,28 @@ def test_uqac_scores_the_chain_tokens(lm):
     assert everything.chain == [0, 1, 2, 3]
     assert everything.value == pytest.approx(-sum(logprobs) / 4, rel=1e-4)
     assert lm.model.config._attn_implementation == "sdpa"  # restored after the eager forward
+
+
+def test_auroc_and_prr_on_known_rankings():
+    from decodelab.uncertainty.metrics import auroc, prr
+
+    wrong = [True, False, True, False, False]
+    perfect = [0.9, 0.1, 0.8, 0.2, 0.3]
+    assert auroc(perfect, wrong) == 1.0 and prr(perfect, wrong) == pytest.approx(1.0)
+    reversed_ = [-u for u in perfect]
+    assert auroc(reversed_, wrong) == 0.0 and prr(reversed_, wrong) < 0
+    assert auroc([0.5] * 5, wrong) == 0.5
+
+
+def test_question_set_checks_its_own_answers():
+    from decodelab.uncertainty.questions import is_correct, questions
+
+    qs = questions(40, seed=1)
+    assert len({q.text for q in qs}) == 40 and {q.kind for q in qs} == {"arithmetic", "date", "units", "fact"}
+    for q in qs:
+        assert is_correct(q, f"The answer is {q.answer}.")
+        assert not is_correct(q, "I do not know")
+    weekday = next(q for q in questions(80, seed=1) if "day of the week" in q.text)
+    import datetime
+
+    assert weekday.answer == datetime.date.fromisoformat(weekday.text.split()[-1][:-1]).strftime("%A")
