@@ -12,7 +12,6 @@ import sys
 from typing import Any
 
 from ..decoding.generate import GenerationOptions
-from ..errors import DecodelabError
 from ..sampling.config import SamplingConfig
 from ..sampling.options import add_flags, option_specs
 from ..uncertainty.cli import add_model_flags, load_model
@@ -58,14 +57,6 @@ def attribution_rows(a: Attribution) -> list[dict[str, Any]]:
              "effect_se": a.effect_se[t][i]} for t in range(len(a.output_tokens)) for i in a.positions]
 
 
-def run_attribute_command(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except DecodelabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     options = {s.name: getattr(args, s.name) for s in option_specs(ReagentOptions) if getattr(args, s.name) is not None}
     if args.output is None:
@@ -73,7 +64,8 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_attribute_command(args: argparse.Namespace) -> int:
+    """`decodelab attribute` and `decodelab compress` (decodelab.cli.main reports a DecodelabError)."""
     if args.command == "compress":
         return _run_compress(args)
     from ..uncertainty.view import coloured_text, to_csv

@@ -10,7 +10,6 @@ import json
 import sys
 from typing import Any
 
-from ..errors import DecodelabError
 from .token_scores import TOKEN_SCORES
 
 FORMATS = ("view", "json", "csv")
@@ -42,14 +41,7 @@ def load_model(args: argparse.Namespace):
 
 
 def run_score_command(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except DecodelabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-def _run(args: argparse.Namespace) -> int:
+    """`decodelab score` (decodelab.cli.main turns a DecodelabError into one line and exit 2)."""
     from ..errors import InvalidOption
     from .score import score
     from .view import coloured_text, to_csv

@@ -29,8 +29,9 @@ def _colours(page) -> list[str]:
     return page.eval_on_selector_all("#output .tok", "spans => spans.map(s => getComputedStyle(s).backgroundColor)")
 
 
-def test_viewer_streams_coloured_tokens_with_tooltips(server, browser):
-    page = browser.new_page(viewport={"width": 1100, "height": 800})
+def _generate(server, browser, height: int, **fields: str):
+    """Open the viewer, fill the form (field id -> value) for a raw-text completion and start it."""
+    page = browser.new_page(viewport={"width": 1100, "height": height})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(server.url + "/")
@@ -38,10 +39,14 @@ def test_viewer_streams_coloured_tokens_with_tooltips(server, browser):
     assert page.input_value("#model") == "tiny-random"
     page.fill("#prompt", "the cat sat")
     page.select_option("#endpoint", "completion")
-    page.fill("#max_tokens", "24")
-    page.fill("#temperature", "0.7")
-    page.fill("#seed", "3")
+    for name, value in fields.items():
+        page.fill("#" + name, value)
     page.click("#go")
+    return page, errors
+
+
+def test_viewer_streams_coloured_tokens_with_tooltips(server, browser):
+    page, errors = _generate(server, browser, 800, max_tokens="24", temperature="0.7", seed="3")
     page.wait_for_selector("#output .tok")  # tokens arrive while the stream runs ...
     page.wait_for_selector("#stats:not(:empty)", timeout=30_000)  # ... until the final stats
     count = page.locator("#output .tok").count()
@@ -88,17 +93,7 @@ def test_viewer_colours_any_score_column_and_shows_an_attribution_heatmap(server
 
     import decodelab as dl
 
-    page = browser.new_page(viewport={"width": 1100, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(server.url + "/")
-    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
-    page.fill("#prompt", "the cat sat")
-    page.select_option("#endpoint", "completion")
-    page.fill("#max_tokens", "12")
-    page.fill("#temperature", "0")
-    page.fill("#scores", "margin,entropy")
-    page.click("#go")
+    page, errors = _generate(server, browser, 900, max_tokens="12", temperature="0", scores="margin,entropy")
     page.wait_for_selector("#stats:not(:empty)", timeout=30_000)
     # every score column of the records becomes a colour choice
     options = page.eval_on_selector_all("#colour option", "os => os.map(o => o.value)")
