@@ -1,8 +1,9 @@
 """decodelab: token-level inference with causal language models."""
 
 # the families register their methods on import (decodelab.decoding.method)
-from . import constrain, search, strategies, watermark
+from . import attribution, constrain, search, strategies, uncertainty, watermark
 from . import speculative as spec  # noqa: E402
+from .attribution import attribute, compress, critical_tokens
 from .decoding import GenerationOutput, GenerationStats, TokenRecord, compose, generate, methods, stream
 from .errors import (
     DecodelabError,
@@ -17,6 +18,7 @@ from .errors import (
 from .models import LM, load
 from .sampling import KeyedNoise, SamplingConfig
 from .strategies import counterfactual
+from .uncertainty import cascade, score
 
 __version__ = "0.1.0"
 __all__ = [
@@ -24,4 +26,5 @@ __all__ = [
     "ModelNotInstalled", "PromptTooLong", "VocabularyMismatch", "LM", "load",
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
     "constrain", "search", "strategies", "watermark", "compose", "methods", "counterfactual",
+    "uncertainty", "score", "cascade", "attribution", "attribute", "compress", "critical_tokens",
 ]

@@ -291,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("decodelab.watermark.cli", "add_watermark_parser", "run_watermark_command"),
         ("decodelab.batch.cli", "add_batch_parser", "run_batch_command"),
         ("decodelab.strategies.cli", "add_knn_parser", "run_knn_command"),
+        ("decodelab.uncertainty.cli", "add_score_parser", "run_score_command"),
+        ("decodelab.attribution.cli", "add_attribute_parser", "run_attribute_command"),
+        ("decodelab.attribution.cli", "add_compress_parser", "run_attribute_command"),
     ):
         _add_optional(sub, module, adder, runner)
     return parser

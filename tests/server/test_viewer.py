@@ -29,8 +29,9 @@ def _colours(page) -> list[str]:
     return page.eval_on_selector_all("#output .tok", "spans => spans.map(s => getComputedStyle(s).backgroundColor)")
 
 
-def test_viewer_streams_coloured_tokens_with_tooltips(server, browser):
-    page = browser.new_page(viewport={"width": 1100, "height": 800})
+def _generate(server, browser, height: int, **fields: str):
+    """Open the viewer, fill the form (field id -> value) for a raw-text completion and start it."""
+    page = browser.new_page(viewport={"width": 1100, "height": height})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(server.url + "/")
@@ -38,10 +39,14 @@ def test_viewer_streams_coloured_tokens_with_tooltips(server, browser):
     assert page.input_value("#model") == "tiny-random"
     page.fill("#prompt", "the cat sat")
     page.select_option("#endpoint", "completion")
-    page.fill("#max_tokens", "24")
-    page.fill("#temperature", "0.7")
-    page.fill("#seed", "3")
+    for name, value in fields.items():
+        page.fill("#" + name, value)
     page.click("#go")
+    return page, errors
+
+
+def test_viewer_streams_coloured_tokens_with_tooltips(server, browser):
+    page, errors = _generate(server, browser, 800, max_tokens="24", temperature="0.7", seed="3")
     page.wait_for_selector("#output .tok")  # tokens arrive while the stream runs ...
     page.wait_for_selector("#stats:not(:empty)", timeout=30_000)  # ... until the final stats
     count = page.locator("#output .tok").count()
@@ -81,3 +86,39 @@ def test_viewer_shows_server_errors(server, browser):
     page.click("#go")
     page.wait_for_selector("#error:not([hidden])")
     assert page.inner_text("#error").startswith("400:")
+
+
+def test_viewer_colours_any_score_column_and_shows_an_attribution_heatmap(server, browser, tmp_path):
+    import json
+
+    import decodelab as dl
+
+    page, errors = _generate(server, browser, 900, max_tokens="12", temperature="0", scores="margin,entropy")
+    page.wait_for_selector("#stats:not(:empty)", timeout=30_000)
+    # every score column of the records becomes a colour choice
+    options = page.eval_on_selector_all("#colour option", "os => os.map(o => o.value)")
+    assert "extra:margin" in options and "extra:entropy" in options
+    page.select_option("#colour", "extra:margin")
+    colours = _colours(page)
+    assert len(set(colours)) > 1 and "margin" in page.inner_text("#legend")
+    page.locator("#output .tok").nth(2).hover()
+    assert "margin = " in page.inner_text("#tooltip")
+
+    # attribution JSON (as `decodelab attribute --format json` writes it) -> heatmap over the prompt
+    a = dl.attribute(dl.load("tiny-random"), "the cat sat", "ok!", chat=False, max_steps=3, probes=8)
+    path = tmp_path / "attribution.json"
+    path.write_text(json.dumps(a.as_dict()))
+    page.set_input_files("#attribution-file", str(path))
+    page.wait_for_selector("table.heatmap")
+    assert page.locator("table.heatmap tr").count() == 1 + len(a.output_tokens)
+    cells = page.eval_on_selector_all("table.heatmap td.cell", "cs => cs.map(c => getComputedStyle(c).backgroundColor)")
+    assert len(cells) == len(a.output_tokens) * len(a.positions) and len(set(cells)) > 1
+    assert page.locator("#attribution .prompt-heat .tok").count() == len(a.positions)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-scores-attribution.png"), full_page=True)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"x": 1}')
+    page.set_input_files("#attribution-file", str(bad))
+    page.wait_for_selector("#error:not([hidden])")
+    assert "not an attribution" in page.inner_text("#error")
+    assert errors == []

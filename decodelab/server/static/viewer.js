@@ -44,6 +44,8 @@ function requestBody() {
     const v = number(id);
     if (v !== undefined) body[id] = v;
   }
+  const scores = $("scores").value.trim();
+  if (scores) body.scores = scores;
   const method = $("method").value;
   if (method) {
     body.speculative = method;
@@ -70,8 +72,29 @@ function score(record) {
   return record.source;
 }
 
+// scores where a high value means the model is sure (green when high)
+const CONFIDENT_WHEN_HIGH = new Set(["logprob", "max_prob", "margin", "ccp"]);
+
+function extraColour(record, name) {
+  const values = tokens.map((t) => (t.extra || {})[name]).filter((v) => Number.isFinite(v));
+  const v = (record.extra || {})[name];
+  if (!Number.isFinite(v) || !values.length) return "#eee";
+  const low = Math.min(...values), high = Math.max(...values);
+  let level = high > low ? (v - low) / (high - low) : 0.5;
+  if (!CONFIDENT_WHEN_HIGH.has(name)) level = 1 - level;  // uncertainty scores: high = red
+  return `hsl(${Math.round(120 * level)}, 75%, 78%)`;
+}
+
+function addScoreOptions(record) {
+  for (const name of Object.keys(record.extra || {})) {
+    const value = "extra:" + name;
+    if (![...$("colour").options].some((o) => o.value === value)) $("colour").add(new Option("score: " + name, value));
+  }
+}
+
 function colour(record) {
   const mode = $("colour").value;
+  if (mode.startsWith("extra:")) return extraColour(record, mode.slice(6));
   if (mode === "source") return SOURCE_COLOURS[record.source] || "#fff3bf";
   if (mode === "probability") {
     const p = Math.exp(record.logprob);           // red (unlikely) -> green (likely)
@@ -85,7 +108,12 @@ function colour(record) {
 function legend() {
   const mode = $("colour").value;
   let html;
-  if (mode === "source") {
+  if (mode.startsWith("extra:")) {
+    const name = mode.slice(6);
+    const [bad, good] = CONFIDENT_WHEN_HIGH.has(name) ? ["low", "high"] : ["high", "low"];
+    html = `<span class="swatch" style="background:hsl(0,75%,78%)">${name} ${bad} (unsure)</span>` +
+           `<span class="swatch" style="background:hsl(120,75%,78%)">${name} ${good} (sure)</span>`;
+  } else if (mode === "source") {
     html = Object.entries(SOURCE_COLOURS).map(([k, c]) => `<span class="swatch" style="background:${c}">${k}</span>`).join("");
   } else if (mode === "probability") {
     html = [0, 0.25, 0.5, 0.75, 1].map((p) => `<span class="swatch" style="background:hsl(${120 * p},75%,78%)">p=${p}</span>`).join("");
@@ -102,6 +130,7 @@ function visible(text) {
 
 function addToken(record) {
   const index = tokens.push(record) - 1;
+  addScoreOptions(record);
   const span = document.createElement("span");
   span.className = "tok";
   span.dataset.index = index;
@@ -129,8 +158,10 @@ function showTooltip(event) {
     `<tr class="${id === r.token_id ? "chosen" : ""}"><td>${escapeHtml(JSON.stringify(text))}</td>` +
     `<td class="p">${(100 * Math.exp(lp)).toFixed(2)}%</td></tr>`).join("");
   const tip = $("tooltip");
+  const extra = Object.entries(r.extra || {}).map(([k, v]) => `${escapeHtml(k)} = ${Number(v).toFixed(4)}`).join(", ");
   tip.innerHTML = `<b>${escapeHtml(JSON.stringify(r.text))}</b> (id ${r.token_id})<br>` +
     `p = ${(100 * Math.exp(r.logprob)).toFixed(2)}%, entropy = ${r.entropy.toFixed(3)} nats, source = ${r.source}` +
+    (extra ? `<br>${extra}` : "") +
     (rows ? `<table><tr><td colspan="2">top alternatives</td></tr>${rows}</table>` : "");
   const box = span.getBoundingClientRect();
   tip.style.left = Math.min(box.left, window.innerWidth - 320) + "px";
@@ -205,6 +236,41 @@ async function generate(event) {
     controller = null;
   }
 }
+
+// ---------------------------------------------------------------- attribution heatmap
+function heat(value, max) {
+  const level = max > 0 ? Math.max(0, value) / max : 0;  // white -> deep orange with importance
+  return `hsl(28, ${Math.round(20 + 75 * level)}%, ${Math.round(97 - 42 * level)}%)`;
+}
+
+function showAttribution(a) {
+  if (!a || !Array.isArray(a.importance) || !Array.isArray(a.prompt_tokens) || !Array.isArray(a.output_tokens)) {
+    throw new Error("not an attribution (expected importance, prompt_tokens, output_tokens)");
+  }
+  const shown = a.positions || a.prompt_tokens.map((_, i) => i);
+  const max = Math.max(0, ...a.importance.flat());
+  const head = "<tr><th></th>" + shown.map((i) => `<th>${escapeHtml(visible(a.prompt_tokens[i]))}</th>`).join("") + "</tr>";
+  const rows = a.output_tokens.map((t, r) => `<tr><th>${escapeHtml(visible(t))}</th>` + shown.map((i) => {
+    const v = a.importance[r][i];
+    return `<td class="cell" title="${v.toFixed(4)}" style="background:${heat(v, max)}"></td>`;
+  }).join("") + "</tr>").join("");
+  const mean = a.prompt_importance || shown.map((i) => a.importance.reduce((s, row) => s + row[i], 0) / a.importance.length);
+  const meanMax = Math.max(0, ...shown.map((i) => mean[i]));
+  const prompt = shown.map((i) => `<span class="tok" style="background:${heat(mean[i], meanMax)}">${escapeHtml(visible(a.prompt_tokens[i]))}</span>`).join("");
+  $("attribution").innerHTML = `<div class="prompt-heat">${prompt}</div>` +
+    `<table class="heatmap"><caption>importance of each prompt token (columns) for each generated token (rows)</caption>${head}${rows}</table>`;
+}
+
+$("attribution-file").addEventListener("change", async (event) => {
+  const file = event.target.files[0];
+  if (!file) return;
+  try {
+    showError("");
+    showAttribution(JSON.parse(await file.text()));
+  } catch (err) {
+    showError("attribution: " + err.message);
+  }
+});
 
 $("form").addEventListener("submit", generate);
 $("stop").addEventListener("click", () => controller && controller.abort());
