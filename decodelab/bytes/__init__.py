@@ -1,0 +1,13 @@
+"""Byte level: exact byte probabilities of tokenized LMs (`ByteLM`), token healing, fill-in-the-middle.
+
+Example:
+    >>> import decodelab as dl
+    >>> bl = dl.bytes.ByteLM(dl.load("tiny-random", vocab_size=64))
+    >>> bl.next_byte_logprobs(b"th").shape
+    torch.Size([257])
+"""
+
+from .bytelm import ByteLM
+from .vocab import END, ByteVocab
+
+__all__ = ["ByteLM", "ByteVocab", "END"]
