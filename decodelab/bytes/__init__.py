@@ -8,6 +8,7 @@ Example:
 """
 
 from .bytelm import ByteLM
+from .heal import HealedOutput, heal, split_prompt
 from .vocab import END, ByteVocab
 
-__all__ = ["ByteLM", "ByteVocab", "END"]
+__all__ = ["ByteLM", "ByteVocab", "END", "HealedOutput", "heal", "split_prompt"]

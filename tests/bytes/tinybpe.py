@@ -110,3 +110,28 @@ def head_law(lm: dl.LM, length: int) -> dict[tuple[bytes, bool], float]:
                 continue
             law[key] = law.get(key, 0.0) + math.exp(w)
     return law
+
+
+def next_byte_law_after(lm: dl.LM, context: list[int], tail: bytes) -> dict[int, float]:
+    """Exact law of the byte after `tail` (256: end of text) given that the text after `context`
+    starts with `tail`, by walking every token sequence consistent with `tail`."""
+    law: dict[int, float] = {}
+    frontier = [([], b"", 0.0)]
+    while frontier:
+        tokens, text, logw = frontier.pop()
+        with torch.inference_mode():
+            logits = lm.model(torch.tensor([context + tokens])).logits[0, -1]
+        lp = torch.log_softmax(logits.double(), -1)
+        for t, piece in enumerate(BYTES):
+            w = logw + float(lp[t])
+            if piece is None:
+                if text == tail:
+                    law[256] = law.get(256, 0.0) + math.exp(w)
+                continue
+            new = text + piece
+            if len(new) > len(tail) and new.startswith(tail):
+                law[new[len(tail)]] = law.get(new[len(tail)], 0.0) + math.exp(w)
+            elif tail.startswith(new):
+                frontier.append((tokens + [t], new, w))
+    total = sum(law.values())
+    return {b: p / total for b, p in law.items()}
