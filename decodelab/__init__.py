@@ -1,8 +1,9 @@
 """decodelab: token-level inference with causal language models."""
 
 # the families register their methods on import (decodelab.decoding.method)
-from . import constrain, search, watermark
+from . import bytes, constrain, search, watermark  # noqa: A004 (dl.bytes is the byte-level family)
 from . import speculative as spec  # noqa: E402
+from .bytes.fim import fim
 from .decoding import GenerationOutput, GenerationStats, TokenRecord, compose, generate, methods, stream
 from .errors import (
     DecodelabError,
@@ -22,5 +23,5 @@ __all__ = [
     "DecodelabError", "InstallError", "InvalidOption", "InvalidPrompt", "ModelNotFound",
     "ModelNotInstalled", "PromptTooLong", "VocabularyMismatch", "LM", "load",
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
-    "constrain", "search", "watermark", "compose", "methods",
+    "constrain", "search", "watermark", "compose", "methods", "bytes", "fim",
 ]

@@ -291,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("decodelab.bench.cli", "add_bench_parser", "run_bench_command"),
         ("decodelab.server.cli", "add_serve_parser", "run_serve_command"),
         ("decodelab.watermark.cli", "add_watermark_parser", "run_watermark_command"),
+        ("decodelab.bytes.cli", "add_bytes_parser", "run_bytes_command"),
     ):
         _add_optional(sub, module, adder, runner)
     return parser

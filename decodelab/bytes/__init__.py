@@ -8,7 +8,8 @@ Example:
 """
 
 from .bytelm import ByteLM
-from .heal import HealedOutput, heal, split_prompt
+from .fim import fim
+from .heal import HealedOutput, continue_bytes, heal, split_prompt
 from .vocab import END, ByteVocab
 
-__all__ = ["ByteLM", "ByteVocab", "END", "HealedOutput", "heal", "split_prompt"]
+__all__ = ["ByteLM", "ByteVocab", "END", "HealedOutput", "continue_bytes", "fim", "heal", "split_prompt"]

@@ -91,9 +91,17 @@ def heal(lm: LM, prompt: str, *, max_new_tokens: int = 64, temperature: float | 
 
     `options` go to `dl.generate` for the tokens after the cover (e.g. top_p, stop).
     """
+    context, tail = split_prompt(lm, prompt, words=words, max_backup_bytes=max_backup_bytes)
+    return continue_bytes(lm, context, tail, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                          **options)
+
+
+def continue_bytes(lm: LM, context: list[int], tail: bytes, *, max_new_tokens: int = 64,
+                   temperature: float | None = None, seed: int | None = None, **options: Any) -> HealedOutput:
+    """Generate after `context` token ids a text that starts with the bytes `tail`: draw the
+    tokens that cover `tail` from the byte-level posterior, then decode tokens as usual."""
     if isinstance(max_new_tokens, bool) or not 1 <= int(max_new_tokens) <= 32768:
         raise InvalidOption(f"max_new_tokens must be in 1..32768, got {max_new_tokens}")
-    context, tail = split_prompt(lm, prompt, words=words, max_backup_bytes=max_backup_bytes)
     bl = _byte_lm(lm, context)
     pairs, weights = bl.cover_tokens(tail)
     if not pairs:
@@ -117,6 +125,7 @@ def heal(lm: LM, prompt: str, *, max_new_tokens: int = 64, temperature: float | 
         finish = out.finish_reason
     new = cover + (out.token_ids if out is not None else [])
     data = b"".join(bl.vocab.pieces[t] or b"" for t in new)[len(tail):]
-    return HealedOutput(text=data.decode("utf-8", errors="replace"), data=data, token_ids=new, context_ids=context, backed_up=tail,
-                        cover_logprob=float(weights[choice] - torch.logsumexp(weights, 0)), finish_reason=finish,
-                        output=out, stats={"model_calls": bl.model_calls, "hypotheses": len(bl.hyps)})
+    return HealedOutput(text=data.decode("utf-8", errors="replace"), data=data, token_ids=new, context_ids=context,
+                        backed_up=tail, cover_logprob=float(weights[choice] - torch.logsumexp(weights, 0)),
+                        finish_reason=finish, output=out,
+                        stats={"model_calls": bl.model_calls, "hypotheses": len(bl.hyps)})
