@@ -8,9 +8,10 @@ Example:
 """
 
 from .bytelm import ByteLM
+from .encodings import encodings
 from .ensemble import Ensemble
 from .fim import fim
 from .heal import HealedOutput, continue_bytes, heal, split_prompt
 from .vocab import END, ByteVocab
 
-__all__ = ["ByteLM", "Ensemble", "ByteVocab", "END", "HealedOutput", "continue_bytes", "fim", "heal", "split_prompt"]
+__all__ = ["ByteLM", "Ensemble", "encodings", "ByteVocab", "END", "HealedOutput", "continue_bytes", "fim", "heal", "split_prompt"]
