@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from ..errors import DecodelabError, InvalidOption
+from ..errors import InvalidOption
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -49,14 +48,6 @@ def add_bytes_parser(subparsers: Any) -> None:
     _model_flags(fim)
 
 
-def run_bytes_command(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except DecodelabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
 def _text(value: str) -> bytes:
     """CLI text with Python escapes (\\n, \\xc3) allowed, as bytes."""
     try:
@@ -65,7 +56,8 @@ def _text(value: str) -> bytes:
         return value.encode("utf-8")
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_bytes_command(args: argparse.Namespace) -> int:
+    """Run `decodelab bytes ...` / `decodelab fim` (errors are printed by decodelab.cli.main)."""
     import decodelab as dl
 
     from .bytelm import ByteLM

@@ -1,7 +1,7 @@
 """The likeliest tokenizations of a text, canonical or not, with the mass they carry.
 
-Geh, Zhang, Ahmed, Broeck (2024/2025) and "Say Anything but This" line of work: a token LM puts
-probability on many tokenizations of the same text; the canonical one (what the tokenizer
+Geh et al. (2024), "Where is the signal in tokenization space?", and the "Say Anything but This"
+line of work (issue 15): a token LM puts probability on many tokenizations of the same text; the canonical one (what the tokenizer
 produces) is usually, not always, the likeliest, and the others carry the rest of the text's
 probability. `encodings` lists the top-K tokenizations by P(tokens, then end of text), found by
 best-first search over the byte lattice (log P(tokens) only falls as tokens are added, so the
@@ -11,8 +11,8 @@ P(text) = the sum over all tokenizations (from `ByteLM` with pruning off).
 Example:
     >>> import decodelab as dl
     >>> rows = encodings(dl.load("tiny-random", vocab_size=64), "ab", top=2)
-    >>> rows[0]["canonical"]
-    True
+    >>> [r["token_ids"] for r in rows]
+    [[6, 23]]
 """
 
 from __future__ import annotations
