@@ -1,9 +1,10 @@
 """decodelab: token-level inference with causal language models."""
 
 # the families register their methods on import (decodelab.decoding.method)
-from . import attribution, constrain, search, strategies, uncertainty, watermark
+from . import attribution, bytes, constrain, search, strategies, uncertainty, watermark  # noqa: A004 (dl.bytes is the byte-level family)
 from . import speculative as spec  # noqa: E402
 from .attribution import attribute, compress, critical_tokens
+from .bytes.fim import fim
 from .decoding import GenerationOutput, GenerationStats, TokenRecord, compose, generate, methods, stream
 from .errors import (
     DecodelabError,
@@ -27,4 +28,5 @@ __all__ = [
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
     "constrain", "search", "strategies", "watermark", "compose", "methods", "counterfactual",
     "uncertainty", "score", "cascade", "attribution", "attribute", "compress", "critical_tokens",
+    "bytes", "fim",
 ]

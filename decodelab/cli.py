@@ -294,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("decodelab.uncertainty.cli", "add_score_parser", "run_score_command"),
         ("decodelab.attribution.cli", "add_attribute_parser", "run_attribute_command"),
         ("decodelab.attribution.cli", "add_compress_parser", "run_attribute_command"),
+        ("decodelab.bytes.cli", "add_bytes_parser", "run_bytes_command"),
     ):
         _add_optional(sub, module, adder, runner)
     return parser

@@ -7,6 +7,10 @@ from the draft's *processed* distribution (same sampler settings and penalties a
 through `DecodeState.process`), and those probabilities go to the verifier, so rejection
 sampling stays exact under every sampler option.
 
+A draft with another tokenizer drafts text instead (`decodelab.bytes.cross_draft`: re-tokenized
+for the target, verified as a deterministic proposal, lossless at any temperature); the tree
+methods still need a shared vocabulary.
+
 Draft length: fixed `k`, a confidence `threshold` (stop drafting when the draft's top
 probability falls below it; SpecDec++-style, training-free), and/or an adaptive `DraftLength`.
 """
@@ -25,6 +29,15 @@ from ..sampling.keyed import key_to_int
 from .length import DraftLength
 
 
+def same_vocabulary(target: LM, draft: LM) -> bool:
+    """Whether both models share one tokenizer and logits width."""
+    try:
+        check_same_vocabulary(target, draft)
+    except VocabularyMismatch:
+        return False
+    return True
+
+
 def check_same_vocabulary(target: LM, draft: LM) -> None:
     """Raise VocabularyMismatch unless both models share one tokenizer and logits width."""
     if draft.vocab_size != target.vocab_size:
@@ -40,7 +53,8 @@ def check_same_vocabulary(target: LM, draft: LM) -> None:
 
 
 class DraftModel:
-    """Propose with a smaller model that shares the target's tokenizer.
+    """Propose with a smaller model (same tokenizer: a draft chain with its probabilities;
+    another tokenizer: drafted text, see `decodelab.bytes.cross_draft`).
 
     Example:
         >>> import decodelab as dl
@@ -59,12 +73,21 @@ class DraftModel:
             raise InvalidOption(f"threshold must be in (0, 1), got {threshold}")
         self.draft, self.k, self.threshold, self.length, self.name = draft, k, threshold, length, name
         self.seq: Sequence | None = None
+        self.cross = None  # the cross-vocabulary proposer when the tokenizers differ
         self.unfed: list[list[int]] = []
         self.fed_drafts = 0
         self.generators: list[torch.Generator] = []
 
     def start(self, state: DecodeState) -> None:
-        check_same_vocabulary(state.lm, self.draft)
+        self.cross = None
+        if type(self) is not DraftModel:  # trees and trimmed heads verify draft probabilities
+            check_same_vocabulary(state.lm, self.draft)
+        elif not same_vocabulary(state.lm, self.draft):
+            from ..bytes.cross_draft import CrossVocabDraft
+
+            self.cross = CrossVocabDraft(self.draft, self.k)
+            self.cross.start(state)
+            return
         self.seq = Sequence(self.draft, [state.rows[i].prompt_ids for i in state.active])
         self.last_logits = self.seq.prefill()
         self.unfed = [[] for _ in state.active]
@@ -80,6 +103,8 @@ class DraftModel:
             state.rows[i].stats.draft_forwards += 1
 
     def accepted(self, state: DecodeState, proposal: Proposal, verdict: Verdict) -> None:
+        if self.cross is not None:
+            return self.cross.accepted(state, proposal, verdict)
         assert self.seq is not None
         rollback = []
         for b in range(len(self.unfed)):
@@ -123,6 +148,8 @@ class DraftModel:
         return forwards
 
     def propose(self, state: DecodeState, budget: list[int]) -> Proposal:
+        if self.cross is not None:
+            return self.cross.propose(state, budget)
         assert self.seq is not None
         limits = [min(self.k, room) for room in budget]
         if self.length is not None:
@@ -171,6 +198,8 @@ class DraftModel:
         return Proposal(tokens[:, :steps], lengths, probs[:, :steps])
 
     def select_rows(self, rows: list[int]) -> None:
+        if self.cross is not None:
+            return self.cross.select_rows(rows)
         assert self.seq is not None
         self.seq.select_rows(rows)
         self.last_logits = self.last_logits[rows]

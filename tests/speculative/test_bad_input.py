@@ -13,10 +13,12 @@ def tiny():
     return dl.load("tiny-random", vocab_size=32, num_layers=3)
 
 
-def test_draft_with_other_vocabulary_is_rejected_naming_both(tiny):
+def test_tree_draft_with_other_vocabulary_is_rejected_naming_both(tiny):
+    """A draft chain may use another tokenizer (tests/bytes/test_cross_vocab_draft.py); trees
+    verify the draft's token probabilities and still need the target's vocabulary."""
     other = dl.load("tiny-random", vocab_size=40)
     with pytest.raises(dl.VocabularyMismatch) as err:
-        dl.generate(tiny, "abc", speculative=DraftModel(other), max_new_tokens=3)
+        dl.generate(tiny, "abc", speculative=make("draft-tree", tiny, other, branching=(2, 1)), max_new_tokens=3)
     assert tiny.name in str(err.value) and other.name in str(err.value)
 
 

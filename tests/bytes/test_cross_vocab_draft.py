@@ -1,0 +1,67 @@
+"""Speculative decoding with a draft whose tokenizer differs from the target's (dl.spec.DraftModel)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from oracle import chi_square_pvalue, exact_continuations, sample_continuations
+
+import decodelab as dl
+from decodelab.speculative import DraftModel, RejectionSampling
+
+PROMPT = [1, 5, 6, 5, 6, 5]
+SAMPLES = 4000
+
+
+@pytest.fixture(scope="module")
+def target():
+    return dl.load("tiny-random", vocab_size=10, seed=0, init_std=0.25, num_layers=2)
+
+
+@pytest.fixture(scope="module")
+def draft(target):
+    """Another vocabulary (14 characters), so drafts go through text; the target's weights on the
+    10 characters they share, so that drafts are often accepted and the tests have power."""
+    lm = dl.load("tiny-random", vocab_size=14, seed=3, init_std=0.25, num_layers=2)
+    source = dict(target.model.named_parameters())
+    with torch.no_grad():
+        for name, param in lm.model.named_parameters():
+            rows = source[name].shape[0]
+            param[:rows].copy_(source[name])
+    return lm
+
+
+class ResampleFromTargetOnReject(RejectionSampling):
+    """Broken: after a rejection, draws from p instead of the residual."""
+
+    @staticmethod
+    def residual(p, q):
+        return p
+
+
+def test_cross_vocabulary_greedy_matches_plain(target, draft):
+    big = dl.load("tiny-random", vocab_size=48, seed=0, init_std=0.3, num_layers=2)
+    other = dl.load("tiny-random", vocab_size=40, seed=7, init_std=0.3, num_layers=1)
+    for prompt in ["the cat sat", "a a a a a"]:
+        plain = dl.generate(big, prompt, temperature=0, max_new_tokens=16)
+        fast = dl.generate(big, prompt, temperature=0, max_new_tokens=16, speculative=DraftModel(other, k=4))
+        assert fast.token_ids == plain.token_ids
+        assert fast.stats.proposed > 0
+
+
+def test_cross_vocabulary_sampling_matches_target_distribution(target, draft):
+    exact = exact_continuations(target, PROMPT, 2, temperature=1.0)
+    outs = dl.generate(target, [PROMPT] * 200, max_new_tokens=2, temperature=1.0, seed=3,
+                       speculative=DraftModel(draft, k=3))
+    assert sum(o.stats.accepted for o in outs) > 40  # cross-vocabulary drafts are used
+    counts = sample_continuations(target, PROMPT, 2, SAMPLES, seed=11, speculative=DraftModel(draft, k=3),
+                                  temperature=1.0)
+    assert chi_square_pvalue(counts, exact) > 1e-4
+
+
+def test_broken_residual_is_detected_with_cross_vocabulary_drafts(target, draft):
+    exact = exact_continuations(target, PROMPT, 2, temperature=1.0)
+    spec = DraftModel(draft, k=3)
+    spec.verifier = ResampleFromTargetOnReject()
+    counts = sample_continuations(target, PROMPT, 2, SAMPLES, seed=11, speculative=spec, temperature=1.0)
+    assert chi_square_pvalue(counts, exact) < 1e-6
