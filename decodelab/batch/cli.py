@@ -51,6 +51,8 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
             _add_model_flags(p)
     for name in ("generate", "score"):
         commands[name].add_argument("--no-chat", action="store_true", help="do not apply the chat template")
+    commands["score"].add_argument("--scores", default=None,
+                                   help="comma-separated score columns (see `decodelab score`; default: all)")
     add_detect_flags(commands["detect"])
     bench = commands["bench"]
     bench.add_argument("--methods", default="plain", help="comma-separated bench methods (see `decodelab bench`)")
@@ -97,6 +99,11 @@ def job_spec(args: argparse.Namespace) -> Any:
         seed = options.pop("seed", None) or 0
         if args.records:
             options["records"] = True
+    elif task == "score":
+        from ..uncertainty.method import parse_score_names
+
+        if args.scores is not None:
+            options["scores"] = list(parse_score_names(args.scores))
     elif task == "detect":
         from ..watermark.cli import detect_options
 

@@ -108,13 +108,23 @@ class GenerateTask(Task):
 
 
 class ScoreTask(Task):
-    """Per-token log-probabilities of row["completion"] after row["prompt"] (teacher forcing)."""
+    """`dl.score` of row["completion"] after row["prompt"] (teacher forcing): one row per completion
+    token with the score columns (`scores` option; default all), perplexity and mean entropy, and the
+    per-token log-probabilities with their sum and mean."""
 
     def run(self, row: Row, options: dict[str, Any]) -> dict[str, Any]:
-        from .score import completion_logprobs
+        from ..uncertainty.score import score
 
-        return completion_logprobs(self.lm, _field(row, "prompt"), _field(row, "completion"),
-                                   chat=options.get("chat"))
+        names = options.get("scores")
+        if names is not None and "logprob" not in names:
+            names = ["logprob", *names]
+        result = score(self.lm, _field(row, "prompt"), _field(row, "completion"), scores=names,
+                       chat=options.get("chat"))
+        out = result.as_dict()
+        out["logprobs"] = result.column("logprob")
+        out["sum_logprob"] = sum(out["logprobs"])
+        out["mean_logprob"] = out["sum_logprob"] / len(out["logprobs"])
+        return out
 
 
 class DetectTask(Task):

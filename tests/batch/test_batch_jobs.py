@@ -120,11 +120,15 @@ def test_score_is_the_logprob_generate_recorded(tmp_path):
     (tmp_path / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = JobSpec("score", model="tiny-random", model_options=TINY, threads=1, options={"chat": False})
     run_job(spec, tmp_path / "in.jsonl", tmp_path / "out.jsonl", progress=False)
-    for line, out in zip((tmp_path / "out.jsonl").read_text().splitlines(), outs):
+    for line, prompt, out in zip((tmp_path / "out.jsonl").read_text().splitlines(), ["hello", "abc"], outs):
         record = json.loads(line)
         assert record["token_ids"] == out.token_ids
         assert record["logprobs"] == pytest.approx([r.logprob for r in out.records], abs=1e-4)
         assert record["sum_logprob"] == pytest.approx(sum(r.logprob for r in out.records), abs=1e-3)
+        # the same rows dl.score gives, with every score column
+        direct = dl.score(lm, prompt, out.token_ids, chat=False)
+        assert [t["entropy"] for t in record["tokens"]] == pytest.approx(direct.column("entropy"), abs=1e-4)
+        assert record["perplexity"] == pytest.approx(direct.perplexity, rel=1e-4)
 
 
 def test_batch_detect_finds_the_watermark_batch_generate_put_in(tmp_path):
