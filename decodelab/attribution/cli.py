@@ -13,7 +13,7 @@ from typing import Any
 
 from ..decoding.generate import GenerationOptions
 from ..sampling.config import SamplingConfig
-from ..sampling.options import add_flags, option_specs
+from ..sampling.options import add_flags, bounded_number, option_specs
 from ..uncertainty.cli import add_model_flags, load_model
 from .reagent import Attribution, ReagentOptions
 
@@ -42,7 +42,7 @@ def add_attribute_parser(subparsers: Any) -> argparse.ArgumentParser:
 def add_compress_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("compress", help="FrugalPrompt: keep the prompt's most attributed tokens")
     parser.add_argument("prompt", help="prompt text")
-    parser.add_argument("--keep", type=float, default=0.5, help="fraction of the prompt's tokens to keep (0, 1]")
+    parser.add_argument("--keep", type=bounded_number(float, 1e-9, 1.0, "--keep"), default=0.5, help="fraction of the prompt's tokens to keep (0, 1]")
     parser.add_argument("--output", default=None, help="the answer to attribute to (default: generate it)")
     add_flags(parser.add_argument_group("ReAGent"), option_specs(ReagentOptions))
     add_generation_group(parser)

@@ -16,8 +16,11 @@ import argparse
 import sys
 from typing import Any
 
+from ..decoding.generate import MAX_NEW_TOKENS
 from ..errors import DecodelabError
+from ..sampling.options import bounded_number
 from ..text import print_error
+from .job import MAX_WORKERS
 
 INPUT_FORMAT = {
     "generate": '{"id": ..., "prompt": text | chat messages | token ids, "options": {...}}',
@@ -57,8 +60,8 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
     bench = commands["bench"]
     bench.add_argument("--methods", default="plain", help="comma-separated bench methods (see `decodelab bench`)")
     bench.add_argument("--draft", default=None, help="draft model for draft-model methods")
-    bench.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per prompt")
-    bench.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    bench.add_argument("--max-new-tokens", type=bounded_number(int, 1, MAX_NEW_TOKENS, "--max-new-tokens"), default=64, help="new tokens per prompt")
+    bench.add_argument("--temperature", type=bounded_number(float, 0.0, 100.0, "--temperature"), default=0.0, help="0 is greedy")
     bench.add_argument("--method-option", action="append", default=[], metavar="KEY=VALUE",
                        help="option given to every method that is not built in (repeatable)")
     return parser
@@ -67,7 +70,7 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _add_job_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", required=True, help="JSONL file, one row (a JSON object) per line")
     parser.add_argument("--output", required=True, help="JSONL file of records; rows already in it are skipped")
-    parser.add_argument("--workers", type=int, default=1, help="local worker processes, or Ray actors with --ray "
+    parser.add_argument("--workers", type=bounded_number(int, 1, MAX_WORKERS, "--workers"), default=1, help="local worker processes, or Ray actors with --ray "
                                                               "(one model each; default 1: in this process)")
     parser.add_argument("--ray", default=None, metavar="ADDRESS",
                         help='run on Ray: "local" (a Ray instance on this machine) or a cluster address')
@@ -79,9 +82,9 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
 def _add_model_flags(parser: argparse.ArgumentParser) -> None:
     """The model flags of `decodelab generate` (there they come with the generation flags)."""
     parser.add_argument("--model", default=None, help="model pack name, HF folder or .gguf file (default: packaged SmolLM2)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per worker")
+    parser.add_argument("--threads", type=bounded_number(int, 1, 1024, "--threads"), default=None, help="torch threads per worker")
     parser.add_argument("--weights", default="auto", help="weight precision: auto, int4, int8, bf16, fp32")
-    parser.add_argument("--seed", type=int, default=0, help="job seed: row r uses seed hash(seed, r's id) (default 0)")
+    parser.add_argument("--seed", type=bounded_number(int, 0, 2**63 - 1, "--seed"), default=0, help="job seed: row r uses seed hash(seed, r's id) (default 0)")
 
 
 def job_spec(args: argparse.Namespace) -> Any:

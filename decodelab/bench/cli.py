@@ -60,7 +60,7 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="compare decoding strategies instead (bench/strategies.py): e.g. greedy,nucleus,typical,"
                              "contrastive:penalty_alpha=0.6,dola; rep-n, distinct-n, mean log p, tokens/s")
     parser.add_argument("--scorer", default=None, help="--strategies: model that scores mean log p (default: --model)")
-    parser.add_argument("--problems", type=int, default=0, metavar="N",
+    parser.add_argument("--problems", type=bounded_number(int, 0, 10_000, "--problems"), default=0, metavar="N",
                         help="--strategies: also accuracy on N checkable problems (bench/problems.py)")
     return parser
 

@@ -9,7 +9,9 @@ import argparse
 import json
 from typing import Any
 
+from ..decoding.generate import MAX_NEW_TOKENS
 from ..errors import InvalidOption
+from ..sampling.options import bounded_number
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -22,29 +24,29 @@ def add_bytes_parser(subparsers: Any) -> None:
     sub = parser.add_subparsers(dest="bytes_command", required=True)
     nxt = sub.add_parser("next", help="the likeliest next bytes after a text (which may end mid-token)")
     nxt.add_argument("text")
-    nxt.add_argument("--top", type=int, default=10, help="bytes to show (1..257)")
+    nxt.add_argument("--top", type=bounded_number(int, 1, 257, "--top"), default=10, help="bytes to show (1..257)")
     lp = sub.add_parser("logprob", help="log P(the text starts with TEXT) at the byte level")
     lp.add_argument("text")
     lp.add_argument("--end", action="store_true", help="log P(the text is exactly TEXT)")
     smp = sub.add_parser("sample", help="sample a continuation byte by byte")
     smp.add_argument("text", nargs="?", default="")
-    smp.add_argument("--max-bytes", type=int, default=64)
-    smp.add_argument("--seed", type=int, default=0)
+    smp.add_argument("--max-bytes", type=bounded_number(int, 1, 65536, "--max-bytes"), default=64)
+    smp.add_argument("--seed", type=bounded_number(int, 0, 2**63 - 1, "--seed"), default=0)
     heal = sub.add_parser("heal", help="generate after a prompt with exact token healing (vs plain)")
     heal.add_argument("prompt")
-    heal.add_argument("--max-new-tokens", type=int, default=32)
-    heal.add_argument("--temperature", type=float, default=0.0)
-    heal.add_argument("--seed", type=int, default=None)
+    heal.add_argument("--max-new-tokens", type=bounded_number(int, 1, MAX_NEW_TOKENS, "--max-new-tokens"), default=32)
+    heal.add_argument("--temperature", type=bounded_number(float, 0.0, 100.0, "--temperature"), default=0.0)
+    heal.add_argument("--seed", type=bounded_number(int, 0, 2**63 - 1, "--seed"), default=None)
     speed = sub.add_parser("speed", help="ByteLM scoring speed vs token-level scoring, side by side")
     speed.add_argument("texts", nargs="+")
     for p in (nxt, lp, smp, heal, speed):
         _model_flags(p)
-        p.add_argument("--prune", type=float, default=1e-6, help="drop covers below this share of the mass (0: exact)")
+        p.add_argument("--prune", type=bounded_number(float, 0.0, 0.5, "--prune"), default=1e-6, help="drop covers below this share of the mass (0: exact)")
     fim = subparsers.add_parser("fim", help="fill-in-the-middle at any character position (Qwen2.5-Coder)")
     fim.add_argument("--prefix", required=True)
     fim.add_argument("--suffix", required=True)
     fim.add_argument("--token-level", action="store_true", help="the plain token-level FIM prompt (baseline)")
-    fim.add_argument("--max-new-tokens", type=int, default=64)
+    fim.add_argument("--max-new-tokens", type=bounded_number(int, 1, MAX_NEW_TOKENS, "--max-new-tokens"), default=64)
     _model_flags(fim)
 
 

@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Any
 
+from ..sampling.options import bounded_number
 from .token_scores import TOKEN_SCORES
 
 FORMATS = ("view", "json", "csv")
@@ -18,7 +19,7 @@ FORMATS = ("view", "json", "csv")
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model pack name, HF folder or .gguf file (default: packaged SmolLM2)")
     parser.add_argument("--weights", default="auto", help="weight precision: auto, int4, int8, bf16, fp32")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--threads", type=bounded_number(int, 1, 1024, "--threads"), default=None, help="torch threads")
     parser.add_argument("--no-chat", action="store_true", help="do not apply the chat template to the prompt")
     parser.add_argument("--format", choices=FORMATS, default="view",
                         help="view: coloured tokens in the terminal; json; csv (one row per token)")
