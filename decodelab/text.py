@@ -67,19 +67,26 @@ def check_nested_text(value: Any, what: str, error: type[DecodelabError] = Inval
     return value
 
 
+MAX_ERROR_CHARS = 600  # an error quoting a huge bad value shows its start and end, not all of it
+
+
 def one_line(message: str) -> str:
     """An error message as one printable line: control characters and lone surrogates (from the
-    bad input it quotes) written as escapes, so printing or JSON-encoding it cannot fail.
+    bad input it quotes) written as escapes, so printing or JSON-encoding it cannot fail; beyond
+    MAX_ERROR_CHARS the middle is cut out (its length stated).
 
     Example:
         >>> one_line("bad value 'a\\nb\\udcff'")
         "bad value 'a\\\\nb\\\\udcff'"
     """
     text = message.encode("utf-8", "backslashreplace").decode("utf-8")
-    if text.isprintable():
-        return text
-    # control characters (\n, \x0b, \x85, \u2028, ...) as escapes: they would break the line
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if not text.isprintable():
+        # control characters (\n, \x0b, \x85, \u2028, ...) as escapes: they would break the line
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(text) > MAX_ERROR_CHARS:
+        head, tail = MAX_ERROR_CHARS * 2 // 3, MAX_ERROR_CHARS // 4
+        text = f"{text[:head]} ... [{len(text) - head - tail} characters cut] ... {text[-tail:]}"
+    return text
 
 
 def print_error(error: BaseException | str) -> None:

@@ -16,9 +16,15 @@ def python_keywords(m: Method, options: dict, draft: Any) -> dict:
 
 
 def cli_value(value: Any) -> str:
+    """What a user types for `value` (an integer too long for str(), beyond 4300 digits, is typed
+    as its digits all the same)."""
     if isinstance(value, (tuple, list)):
-        return ",".join(map(str, value))
-    return str(value).lower() if isinstance(value, bool) else str(value)
+        return ",".join(map(cli_value, value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int) and value.bit_length() > 14_000:
+        return ("-" if value < 0 else "") + "9" * (value.bit_length() * 3 // 10)
+    return str(value)
 
 
 def cli_args(m: Method, options: dict) -> list[str]:

@@ -20,7 +20,7 @@ import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from surfaces import cli_args, python_keywords, server_body
+from surfaces import cli_args, cli_value, python_keywords, server_body
 
 import decodelab as dl
 from decodelab.cli import main as cli_main
@@ -283,12 +283,21 @@ def _json_safe(value) -> bool:
         return False
 
 
+def _as_text(value) -> str:
+    """What a JSON client would send instead of a value JSON cannot carry (Python refuses str() of
+    an integer beyond 4300 digits)."""
+    try:
+        return str(value)[:100]
+    except ValueError:
+        return f"{value.bit_length()}-bit integer"
+
+
 @HOSTILE_SETTINGS
 @given(st.sampled_from(OPTIONS), HOSTILE, HOSTILE_PROMPTS, st.booleans())
 def test_http_hostile_options_and_prompts(client, pair, value, prompt, good_prompt):
     method, name = pair
     if not _json_safe(value) or not _json_safe(prompt):
-        value, prompt = str(value)[:100], str(prompt)[:100]
+        value, prompt = _as_text(value), _as_text(prompt)
     CASES["http"] += 1
     fields = {name: value} if method is None else server_body(method, {**method.example, name: value})
     body = {"prompt": "hi" if good_prompt else prompt, "max_tokens": 2, "temperature": 1.0, **fields}
@@ -308,7 +317,7 @@ def test_cli_hostile_options(capsys, pair, value):
     CASES["cli"] += 1
     if method is None:
         flag = "--" + name.replace("_", "-")
-        args = [flag] if value is True else [flag, str(value)]
+        args = [flag] if value is True else [flag, cli_value(value)]
     else:
         args = cli_args(method, {**method.example, name: value})
     try:
@@ -329,3 +338,21 @@ def test_server_still_serves_after_the_hostile_suite(client):
     assert r.status_code == 200 and r.json()["choices"][0]["text"] is not None
     assert psutil.Process().memory_info().rss - START_RSS[0] < 2**30  # bounded: no cache grew per request
     assert CASES["http"] >= 200 and CASES["python"] >= 200 and CASES["cli"] >= 100
+
+
+def test_an_integer_of_five_thousand_digits_is_a_clear_error_everywhere(lm, client, capsys):
+    """Python refuses to convert integers beyond 4300 digits to or from text; no surface may turn
+    that refusal into a traceback or a 500."""
+    digits = "9" * 5000
+    with pytest.raises(dl.InvalidOption, match="temperature"):
+        dl.generate(lm, "hi", max_new_tokens=2, temperature=10**5000)
+    r = client.post("/v1/completions", content='{"prompt": "hi", "max_tokens": 2, "temperature": ' + digits + "}",
+                    headers={"content-type": "application/json"})
+    assert 400 <= r.status_code < 500 and r.json()["error"]["message"], r.text
+    for flag in ("--temperature", "--seed", "--max-new-tokens"):
+        try:
+            code = cli_main(GEN + [flag, digits, "hi"])
+        except SystemExit as exc:  # argparse's own refusal
+            code = exc.code
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1 and len(err) < 800, err

@@ -89,8 +89,11 @@ def test_cli_defaults_and_all_resamples(tmp_path, capsys):
     assert cli_main(base + ["--all-resamples", "--resamples", "99"]) == 0
     [line] = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert line["resamples"] == 99 and not line["stopped_early"]
-    assert cli_main(base + ["--stop-after", "-1"]) == 2
-    assert capsys.readouterr().err.startswith("error: stop_after")
+    with pytest.raises(SystemExit) as exit_code:  # argparse refuses it: one line, exit 2
+        cli_main(base + ["--stop-after", "-1"])
+    assert exit_code.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --stop-after") and err.count("\n") == 1
 
 
 def test_server_detect_endpoint_uses_the_same_defaults():
