@@ -2,7 +2,8 @@
 
 Usage:
     PYTHONPATH=. python scripts/uncertainty_eval.py --questions 48 --samples 3 --out /tmp/unc/eval.json \
-        [--large qwen2.5-coder-1.5b]          # run under `flock /tmp/qwen.lock` when loading Qwen
+        [--large qwen2.5-coder-1.5b]          # the cascade SmolLM2 -> Qwen 1.5B
+    PYTHONPATH=. python scripts/uncertainty_eval.py --model qwen2.5-coder-1.5b --weights int4 ...  # scores of Qwen
 
 Answers are greedy (chat template, "Answer briefly."), checked by code
 (`decodelab.uncertainty.questions`). Scores, all "higher = less sure":
@@ -42,6 +43,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=48)
     parser.add_argument("--samples", type=int, default=3)
+    parser.add_argument("--model", default=None, help="the model whose answers are scored (default: packaged SmolLM2)")
+    parser.add_argument("--weights", default="auto", help="its weight precision")
     parser.add_argument("--large", default=None, help="model for the cascade's large side (int4)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -55,7 +58,8 @@ def main() -> int:
     from decodelab.uncertainty.uqac import uqac
 
     qs = questions(args.questions, seed=0)
-    lm = dl.load()
+    lm = dl.load(args.model, weights=args.weights)
+    name = args.model or "SmolLM2-135M"
     greedy, small_seconds = answers(lm, qs, temperature=0, scores="entropy,max_prob")
     samples = [answers(lm, qs, temperature=1.0, seed=s)[0] for s in range(args.samples)]
     embedder = Embedder()
@@ -90,7 +94,8 @@ def main() -> int:
              for name in ("entropy", "max_prob", "nll", "ccp", "sar", "uqac")}
     result = {"questions": len(rows), "accuracy": 1 - sum(wrong) / len(wrong), "scores": table, "rows": rows,
               "small_seconds": small_seconds}
-    print(f"SmolLM2 accuracy {result['accuracy']:.3f} on {len(rows)} questions")
+    result["model"] = name
+    print(f"{name} accuracy {result['accuracy']:.3f} on {len(rows)} questions")
     print("| score | AUROC | PRR |\n|---|---|---|")
     for name, v in table.items():
         print(f"| {name} | {v['auroc']:.3f} | {v['prr']:.3f} |")
@@ -123,7 +128,7 @@ def main() -> int:
             ax.plot([p["cost"] for p in curve], [p["accuracy"] for p in curve], marker=".")
             ax.set_xlabel("cost (large model alone = 1)")
             ax.set_ylabel("accuracy")
-            ax.set_title("cascade SmolLM2 -> " + args.large)
+            ax.set_title(f"cascade {name} -> {args.large}")
             fig.tight_layout()
             fig.savefig((args.out or "cascade").rsplit(".", 1)[0] + "_cascade.png", dpi=120)
         except Exception as exc:  # the plot is a convenience

@@ -43,12 +43,14 @@ def check_same_vocabulary(target: LM, draft: LM) -> None:
     if draft.vocab_size != target.vocab_size:
         raise VocabularyMismatch(
             f"draft '{draft.name}' has {draft.vocab_size} logits but target '{target.name}' has "
-            f"{target.vocab_size}; a draft model must share the target's tokenizer"
+            f"{target.vocab_size}; this method needs a draft that shares the target's tokenizer (the 'draft' "
+            "method drafts across tokenizers)"
         )
     if draft.tokenizer is not target.tokenizer and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
         raise VocabularyMismatch(
             f"draft '{draft.name}' and target '{target.name}' have different tokenizers; "
-            "a draft model must share the target's vocabulary"
+            "this method needs a draft that shares the target's vocabulary (the 'draft' method drafts across "
+            "tokenizers)"
         )
 
 

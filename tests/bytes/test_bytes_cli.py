@@ -13,7 +13,10 @@ TINY = ["--model", "tiny-random"]
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse's refusal of a flag's value
+        code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
 
