@@ -78,10 +78,18 @@ def _token_sar(lm: LM, s, similarity: Similarity) -> TokenSAR:
 
 
 def sentence_sar(probabilities: list[float], similarities: list[list[float]], temperature: float) -> list[float]:
-    """SentSAR of each sample from sample probabilities and pairwise similarities."""
+    """SentSAR of each sample from sample probabilities and pairwise similarities.
+
+    Similarities are relevance weights in [0, 1] (the paper's cross-encoder scores): an embedder's
+    cosine below 0 counts as 0, so the sum inside the log stays a non-negative mass; a sample whose
+    mass underflows to 0 gets +inf (the most uncertain)."""
     k = len(probabilities)
-    return [-math.log(probabilities[i] + sum(similarities[i][j] * probabilities[j]
-                                             for j in range(k) if j != i) / temperature) for i in range(k)]
+    out = []
+    for i in range(k):
+        mass = probabilities[i] + sum(min(1.0, max(0.0, similarities[i][j])) * probabilities[j]
+                                      for j in range(k) if j != i) / temperature
+        out.append(-math.log(mass) if mass > 0 else math.inf)
+    return out
 
 
 def sar(lm: LM, prompt: Prompt, samples: list[str | list[int]], *, similarity: Similarity,

@@ -70,6 +70,14 @@ def test_token_sar_weights_the_nll_by_relevance(lm):
     assert r.relevance == [0.0, 1.0, 0.0, 0.0] and r.value == pytest.approx(-logprobs[1], rel=1e-5)
 
 
+def test_sentence_sar_takes_negative_cosines_as_no_relevance_and_underflow_as_infinite():
+    """An embedder's cosine can be below 0 and a long answer's probability can underflow: neither may
+    break the log (both happened on SmolLM2 answers)."""
+    p = [0.2, 0.3, 1e-9]
+    assert sentence_sar(p, [[1, -0.4, -0.9]] * 3, 0.001) == sentence_sar(p, [[1, 0, 0]] * 3, 0.001)
+    assert sentence_sar([0.0, 0.0], [[1, 0], [0, 1]], 0.001) == [math.inf, math.inf]
+
+
 def test_sentence_sar_rewards_agreement_between_samples():
     p = [0.2, 0.1, 0.05]
     alone = sentence_sar(p, [[1, 0, 0], [0, 1, 0], [0, 0, 1]], temperature=1.0)
