@@ -59,7 +59,7 @@ def main() -> int:
 
     qs = questions(args.questions, seed=0)
     lm = dl.load(args.model, weights=args.weights)
-    name = args.model or "SmolLM2-135M"
+    model_name = args.model or "SmolLM2-135M"
     greedy, small_seconds = answers(lm, qs, temperature=0, scores="entropy,max_prob")
     samples = [answers(lm, qs, temperature=1.0, seed=s)[0] for s in range(args.samples)]
     embedder = Embedder()
@@ -94,8 +94,8 @@ def main() -> int:
              for name in ("entropy", "max_prob", "nll", "ccp", "sar", "uqac")}
     result = {"questions": len(rows), "accuracy": 1 - sum(wrong) / len(wrong), "scores": table, "rows": rows,
               "small_seconds": small_seconds}
-    result["model"] = name
-    print(f"{name} accuracy {result['accuracy']:.3f} on {len(rows)} questions")
+    result["model"] = model_name
+    print(f"{model_name} accuracy {result['accuracy']:.3f} on {len(rows)} questions")
     print("| score | AUROC | PRR |\n|---|---|---|")
     for name, v in table.items():
         print(f"| {name} | {v['auroc']:.3f} | {v['prr']:.3f} |")
@@ -128,7 +128,7 @@ def main() -> int:
             ax.plot([p["cost"] for p in curve], [p["accuracy"] for p in curve], marker=".")
             ax.set_xlabel("cost (large model alone = 1)")
             ax.set_ylabel("accuracy")
-            ax.set_title(f"cascade {name} -> {args.large}")
+            ax.set_title(f"cascade {model_name} -> {args.large}")
             fig.tight_layout()
             fig.savefig((args.out or "cascade").rsplit(".", 1)[0] + "_cascade.png", dpi=120)
         except Exception as exc:  # the plot is a convenience
