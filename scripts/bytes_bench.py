@@ -96,7 +96,7 @@ import decodelab as dl
 from decodelab.bench.cli import TINY_RANDOM_OPTIONS
 from decodelab.bench.harness import BenchResult, machine_info, run_bench
 from decodelab.bench.methods import make_method, parse_method_options
-from decodelab.bench.report import busy_warning, summary_table
+from decodelab.bench.report import busy_warning, json_safe, summary_table
 from decodelab.bytes import ByteLM, Ensemble
 from decodelab.bytes.bench import bytelm_speed, stdlib_functions
 from decodelab.bytes.bytelm import MEMO_SIZE
@@ -388,18 +388,6 @@ def _num(value: float | None, digits: int) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, BenchResult):
-        return _clean(value.as_dict())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -466,7 +454,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(SPEED_HEADER + speed_row(result), end="")
     result["machine"] = machine_info(command)
     if args.out is not None:
-        args.out.write_text(json.dumps(_clean(result), indent=1) + "\n", encoding="utf-8")
+        args.out.write_text(json.dumps(json_safe(result), indent=1) + "\n", encoding="utf-8")
     return result
 
 

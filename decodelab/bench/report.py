@@ -21,20 +21,22 @@ def write_report(result: BenchResult, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "results.json", "markdown": out / "results.md", "png": out / "results.png"}
-    paths["json"].write_text(json.dumps(_clean(result.as_dict()), indent=1) + "\n", encoding="utf-8")
+    paths["json"].write_text(json.dumps(json_safe(result.as_dict()), indent=1) + "\n", encoding="utf-8")
     paths["markdown"].write_text(to_markdown(result), encoding="utf-8")
     plot(result, paths["png"])
     return paths
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN or infinity: write null for them."""
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity: write null for them (results with `as_dict` become their dict)."""
+    if hasattr(value, "as_dict"):
+        return json_safe(value.as_dict())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
