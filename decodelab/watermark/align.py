@@ -190,14 +190,25 @@ def _key_rows(mode, table, u, eta, n, rows, w, mant):
 
 
 @njit(cache=True, error_model="numpy")
-def _null_rows(mode, uniq, vocab, n, stream, rows, w, mant, u, eta):
-    """Cost rows for a fresh random key sequence (resample `stream`) over the text's distinct tokens."""
+def _exp_cell_hashes(uniq, vocab, n, cells):
+    """cells[t, pos] = the inner half of `_mix(stream, pos * vocab + token)`, which no resample changes:
+    computed once per text, it halves the hashing of every null key."""
+    for t in range(uniq.shape[0]):
+        tok = np.uint64(uniq[t])
+        for pos in range(n):
+            cells[t, pos] = _smix(np.uint64(pos) * np.uint64(vocab) + tok)
+
+
+@njit(cache=True, error_model="numpy")
+def _null_rows(mode, uniq, vocab, n, stream, rows, w, mant, u, eta, cells):
+    """Cost rows for a fresh random key sequence (resample `stream`) over the text's distinct tokens.
+    EXP reads the text's `_exp_cell_hashes` from `cells`."""
     nu = uniq.shape[0]
     if mode == EXP:
         for t in range(nu):
-            tok = np.uint64(uniq[t])
+            inner = cells[t]
             for pos in range(n):
-                w[pos] = max(1.0 - _unif(_mix(stream, np.uint64(pos) * np.uint64(vocab) + tok)), _FLOOR)
+                w[pos] = max(1.0 - _unif(_smix(stream ^ inner[pos])), _FLOOR)
             _fixed_log(w[:n], mant, rows[t, :n])
         _extend_rows(rows, n)
         return
@@ -254,64 +265,6 @@ def _edit_block(rows, inv, i0, k, g, j0, prev, cur, left, out):
 
 
 @njit(cache=True, error_model="numpy")
-def _relaxed(rows, inv, i0, k, g, c0, c1, line):
-    """Lower bound on A_j for every shift j with [j, j+k) inside [c0, c1): the same alignment with
-    free key gaps before and after (start anywhere in row 0, end anywhere in row k).
-
-    One DP row of c1 - c0 + 1 cells, swept two text rows at a time (row i+1 one column behind
-    row i): the two dependency chains overlap, and the mins stay branch-free (a data-dependent
-    branch per cell mispredicts often on long rows).
-    """
-    width = c1 - c0
-    for c in range(width + 1):
-        line[c] = 0
-    i = 1
-    while i + 1 <= k:
-        sa = rows[inv[i0 + i - 1]][c0:c1]
-        sb = rows[inv[i0 + i]][c0:c1]
-        diag_a = line[0]
-        left_a = i * g
-        left_b = left_a + g
-        prev_a = left_a
-        line[0] = left_b
-        if g == 0:  # the default for EXP: two fewer adds on the dependency chain
-            for c in range(width):
-                up = line[c + 1]
-                va = min(left_a, min(up, diag_a + sa[c]))
-                diag_a = up
-                left_a = va
-                vb = min(left_b, min(va, prev_a + sb[c]))
-                prev_a = va
-                left_b = vb
-                line[c + 1] = vb
-        else:
-            for c in range(width):
-                up = line[c + 1]
-                va = min(left_a + g, min(up + g, diag_a + sa[c]))
-                diag_a = up
-                left_a = va
-                vb = min(left_b + g, min(va + g, prev_a + sb[c]))
-                prev_a = va
-                left_b = vb
-                line[c + 1] = vb
-        i += 2
-    if i == k:
-        seg = rows[inv[i0 + i - 1]][c0:c1]
-        diag = line[0]
-        left = i * g
-        line[0] = left
-        for c in range(width):
-            up = line[c + 1]
-            left = min(left + g, min(up + g, diag + seg[c]))
-            diag = up
-            line[c + 1] = left
-    best = line[0]
-    for c in range(width + 1):
-        best = min(best, line[c])
-    return best
-
-
-@njit(cache=True, error_model="numpy")
 def _plain_block(rows, inv, i0, k, n, acc):
     """min over shifts j of sum_l cost(y[i0+l], key[j+l]) (all shifts summed together)."""
     for j in range(n):
@@ -351,12 +304,12 @@ def _statistic(rows, inv, m, k, n, g, edit):
 def _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line):
     """True iff min_j A_j <= threshold for block i0 (exact; see module docstring).
 
-    Branch and bound over ranges of shifts: `_relaxed` bounds a whole range with one DP; ranges
+    Branch and bound over ranges of shifts: `shifts.relaxed_bound` bounds a whole range with one DP; ranges
     whose bound exceeds the threshold are dropped, others are halved down to _LANES shifts, which
     are computed exactly. The half with the lower bound is explored first (a hit ends the search
     sooner). Integer costs make the bound exact: no safety margin is needed.
     """
-    if n > _LANES and _relaxed(rows, inv, i0, k, g, 0, n - 1 + k, line) > threshold:
+    if n > _LANES and shifts.relaxed_bound(rows, inv, i0, k, g, 0, n - 1 + k, line) > threshold:
         return False
     starts = [0]
     sizes = [n]
@@ -372,9 +325,9 @@ def _edit_at_most(rows, inv, i0, k, n, g, threshold, prev, cur, left, out, line)
         half = w // 2
         lo_bound = hi_bound = np.int64(threshold)
         if half > _LANES:
-            lo_bound = _relaxed(rows, inv, i0, k, g, s, s + half - 1 + k, line)
+            lo_bound = shifts.relaxed_bound(rows, inv, i0, k, g, s, s + half - 1 + k, line)
         if w - half > _LANES:
-            hi_bound = _relaxed(rows, inv, i0, k, g, s + half, s + w - 1 + k, line)
+            hi_bound = shifts.relaxed_bound(rows, inv, i0, k, g, s + half, s + w - 1 + k, line)
         # Push the worse half first so that the better one is popped next.
         order = ((s, half, lo_bound), (s + half, w - half, hi_bound))
         if hi_bound >= lo_bound:
@@ -443,6 +396,8 @@ def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, ed
         acc = np.empty(n, np.int64)
         big = kernel == SHIFTS or (kernel == AUTO and max_k >= _SHIFTS_MIN_K)
         dc = shifts.scratch(n if big else 1, max_k if big else 1)
+        cells = np.empty((max_u if mode == EXP else 1, n), np.uint64)
+        cells_text = -1  # a worker's tasks run through one text's resamples before the next text's
         for task in range(worker, count * span, workers):
             a = task // span
             r = r0 + task % span
@@ -452,7 +407,10 @@ def _null_hits(mode, offsets, invs, uniq_flat, uniq_offsets, vocab, n, ks, g, ed
             k = ks[t]
             rows = rows_flat[:uniq.shape[0] * (n + k + _LANES)].reshape((uniq.shape[0], n + k + _LANES))
             stream = _mix(np.uint64(seed), np.uint64(r + 1))
-            _null_rows(mode, uniq, vocab, n, stream, rows, w, mant, u, eta)
+            if mode == EXP and cells_text != t:
+                _exp_cell_hashes(uniq, vocab, n, cells)
+                cells_text = t
+            _null_rows(mode, uniq, vocab, n, stream, rows, w, mant, u, eta, cells)
             hits[a, r - r0] = _null_at_most(rows, invs[lo:hi], hi - lo, k, n, g, edit, observed[t], kernel, prev, cur,
                                             left, out, line, acc, dc)
     return hits

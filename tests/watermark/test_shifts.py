@@ -78,7 +78,7 @@ def test_a_broken_region_is_caught():
 
 def _py_at_most(rows, inv, k, n, g, bounds):
     """`shifts.at_most`'s exact search in Python around the compiled region DP, with a pluggable region."""
-    first, last, prev, cur, dirs, lo_bound, hi_bound, _ = shifts.scratch(n, k)
+    first, last, prev, cur, dirs, lo_bound, hi_bound, _, _ = shifts.scratch(n, k)
 
     def solve(j, left_path, right_path):
         bounds(k, j, j + k, left_path, right_path, first, last, lo_bound, hi_bound)
@@ -95,3 +95,45 @@ def _py_at_most(rows, inv, k, n, g, bounds):
             best = min(best, solve(mid, a, b))
             stack += [(a, mid), (mid, b)]
     return best
+
+
+def _planted_grid(rng, n, k, shift):
+    """Random EXP-like rows plus one strongly negative diagonal at `shift`, so that it holds the min."""
+    inv = np.arange(k, dtype=np.int64)
+    rows = np.empty((k, n + k + align._LANES), np.int32)
+    rows[:, :n] = (np.log(rng.random((k, n))) * align.SCALE).astype(np.int32)
+    for i in range(k):
+        rows[i, (shift + i) % n] = -40 * align.SCALE
+    align._extend_rows(rows, n)
+    return rows, inv
+
+
+def _screen_excludes(rows, inv, k, n, g, threshold, high_from):
+    """The screen at the head of `shifts.at_most` in Python: all shifts, then shifts [0, n/2) and
+    [high_from, n) (high_from = n/2 is right)."""
+    line = np.empty(n + k + 2, np.int32)
+    if shifts.relaxed_bound(rows, inv, 0, k, g, 0, n - 1 + k, line) > threshold:
+        return True
+    half = n // 2
+    return (shifts.relaxed_bound(rows, inv, 0, k, g, 0, half - 1 + k, line) > threshold
+            and shifts.relaxed_bound(rows, inv, 0, k, g, high_from, n - 1 + k, line) > threshold)
+
+
+@pytest.mark.parametrize("gap", [0, 1200])
+def test_screen_never_rules_out_the_best_shift(gap):
+    """Whatever shift holds the min (the ends of both halves included), the thresholded search finds it at
+    threshold = min and rules it out just below; a screen whose high half starts one shift late would
+    wrongly rule out the min at shift n/2, and this planted grid shows it (negative control)."""
+    rng = np.random.default_rng(gap + 5)
+    n, k = 40, 12
+    caught = 0
+    for shift in (0, 1, n // 2 - 1, n // 2, n // 2 + 1, n - 1):
+        rows, inv = _planted_grid(rng, n, k, shift)
+        scratch = shifts.scratch(n, k)
+        exact = shifts.at_most(rows, inv, 0, k, n, gap, shifts._NO_THRESHOLD, *scratch)
+        assert exact == align._statistic(rows, inv, k, k, n, gap, True)
+        assert shifts.at_most(rows, inv, 0, k, n, gap, exact, *scratch) <= exact
+        assert shifts.at_most(rows, inv, 0, k, n, gap, exact - 1, *scratch) > exact - 1
+        assert not _screen_excludes(rows, inv, k, n, gap, exact, n // 2)
+        caught += _screen_excludes(rows, inv, k, n, gap, exact, n // 2 + 1)
+    assert caught > 0
