@@ -75,9 +75,14 @@ def test_killed_local_workers_lose_and_duplicate_nothing(reference, tmp_path):
     source, expected_bytes, expected = reference
     out = tmp_path / "out.jsonl"
     killed: list[int] = []
+    seen: list[dict] = []
 
     def kill_workers_once(record):
-        if not killed:  # both workers: one of them holds a row at this moment
+        # Both workers, at the third record: the worker that sent it holds no row then, and at the
+        # first record the other one may still be loading its model on a busy machine (no row to
+        # requeue); by the third, it has long been working.
+        seen.append(record)
+        if len(seen) == 3 and not killed:
             killed.extend(kill_processes("multiprocessing.forkserver", children_only=True))
 
     summary = run_job(generate_spec(), source, out, workers=2, progress=False, on_record=kill_workers_once)
