@@ -1,7 +1,7 @@
 """decodelab: token-level inference with causal language models."""
 
 # the families register their methods on import (decodelab.decoding.method)
-from . import attribution, bytes, constrain, search, strategies, uncertainty, watermark  # noqa: A004 (dl.bytes is the byte-level family)
+from . import attribution, bytes, constrain, lossy, search, strategies, uncertainty, watermark  # noqa: A004 (dl.bytes is the byte-level family)
 from . import speculative as spec  # noqa: E402
 from .attribution import attribute, compress, critical_tokens
 from .bytes.fim import fim
