@@ -46,9 +46,12 @@ class TargetJudge:
         True
     """
 
+    CACHE_SIZE = 4096  # verdicts kept (a verdict is a function of the text and the span)
+
     def __init__(self, lm: LM, context_tokens: int = 256):
         self.lm = lm
         self.context_tokens = int(context_tokens)
+        self.cache: dict[tuple[tuple[int, ...], tuple[int, ...]], float] = {}
         yes, no = answer_ids(lm, ("yes", "Yes", "YES")), answer_ids(lm, ("no", "No", "NO"))
         unk = getattr(lm.tokenizer, "unk_token_id", None)
         shared = set(yes) & set(no) | {unk}
@@ -63,9 +66,17 @@ class TargetJudge:
             return self.lm.apply_chat_template([{"role": "user", "content": text}])
         return self.lm.encode(text + "\nAnswer:", chat=False)
 
-    @torch.inference_mode()
     def yes_probability(self, context: list[int], span: list[int]) -> float:
         """P(yes) / (P(yes) + P(no)) for the judge prompt's first answer token."""
+        key = (tuple(context[-self.context_tokens:]), tuple(span))
+        if key not in self.cache:
+            if len(self.cache) >= self.CACHE_SIZE:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[key] = self._ask(list(key[0]), span)
+        return self.cache[key]
+
+    @torch.inference_mode()
+    def _ask(self, context: list[int], span: list[int]) -> float:
         logits = Sequence(self.lm, [self.prompt(context, span)]).prefill()[0].float()
         probs = logits.softmax(-1)
         yes, no = float(probs[self.yes].sum()), float(probs[self.no].sum())

@@ -65,10 +65,11 @@ def _residual(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return r / r.sum() if r.sum() > 0 else p
 
 
-def target_law(lm: LM, prompt: list[int], length: int, *, temperature: float = 1.0, min_mass: float = 0.0,
-               laws: NextLaws | None = None) -> Law:
-    """P(continuation) under plain sampling: `length` tokens, or fewer ending in EOS."""
-    laws = laws or NextLaws(SamplingConfig(temperature=temperature))
+def target_law(lm: LM, prompt: list[int], length: int, *, min_mass: float = 0.0, laws: NextLaws | None = None,
+               **sampler: Any) -> Law:
+    """P(continuation) under plain sampling with these sampler options (temperature, top_k, ...):
+    `length` tokens, or fewer ending in EOS."""
+    laws = laws or NextLaws(SamplingConfig(**sampler))
     out: Law = {}
 
     def walk(prefix: tuple[int, ...], mass: float) -> None:
@@ -114,7 +115,7 @@ class _Enumerator:
             if threshold is not None and chain and q.max() < threshold:
                 yield chain, qs, prob
                 return
-            for t in range(len(q)):
+            for t in np.nonzero(q)[0].tolist():
                 if prob * mass * q[t] > self.min_mass:
                     yield from grow(chain + (t,), qs + [q], prob * float(q[t]))
                 else:
@@ -179,7 +180,7 @@ class _Enumerator:
         if n_max == 0:
             p = self.p(out)
             after = max(0, extra - 1) if isinstance(self.verifier, GuidedThinking) else extra
-            for t in range(len(p)):
+            for t in np.nonzero(p)[0].tolist():
                 if mass * p[t] > self.min_mass:
                     self.emit(out, (t,), mass * float(p[t]), after)
                 else:
@@ -191,7 +192,7 @@ class _Enumerator:
                 if next_law is None:
                     self.emit(out, prefix, m, new_extra)
                     continue
-                for t in range(len(next_law)):
+                for t in np.nonzero(next_law)[0].tolist():
                     if m * next_law[t] > self.min_mass:
                         self.emit(out, prefix + (t,), m * float(next_law[t]), new_extra)
                     else:
@@ -199,10 +200,11 @@ class _Enumerator:
 
 
 def output_law(target: LM, prompt: list[int], length: int, method: str, options: dict[str, Any], *,
-               temperature: float = 1.0, min_mass: float = 1e-12, laws: NextLaws | None = None) -> tuple[Law, float]:
+               min_mass: float = 1e-12, laws: NextLaws | None = None, **sampler: Any) -> tuple[Law, float]:
     """The exact law of `length` generated tokens (fewer when EOS ends them) under a lossy method,
-    or under the exact `draft` method (the lossless reference); and the probability mass dropped."""
-    config = SamplingConfig(temperature=temperature)
+    or under the exact `draft` method (the lossless reference), with these sampler options; and the
+    probability mass dropped. `laws` (a cache) must have been made with the same sampler options."""
+    config = laws.config if laws is not None else SamplingConfig(**sampler)
     m = get_method("speculative", method)
     parts = m.build(BuildContext(target, config, 1), m.check(dict(options)))
     if method == "draft" and parts.verifier.__class__.__name__ != "RejectionSampling":
