@@ -28,5 +28,5 @@ __all__ = [
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
     "constrain", "search", "strategies", "watermark", "compose", "methods", "counterfactual",
     "uncertainty", "score", "cascade", "attribution", "attribute", "compress", "critical_tokens",
-    "bytes", "fim",
+    "bytes", "fim", "lossy",
 ]
