@@ -48,6 +48,7 @@ class NextLaws:
     def __init__(self, config: SamplingConfig):
         self.config = config
         self.cache: dict[tuple[int, tuple[int, ...], int], np.ndarray] = {}
+        self.verdicts: dict[tuple, float] = {}  # judge verdicts (P(yes)) by text and span
 
     @torch.inference_mode()
     def __call__(self, lm: LM, prompt: list[int], prefix: tuple[int, ...]) -> np.ndarray:
@@ -154,7 +155,11 @@ class _Enumerator:
                 span = list(d[a:])
                 if isinstance(v, JudgedAcceptance) and v.threshold < 1 and len(span) <= v.max_span \
                         and extra < v.max_calls:
-                    kept = v.keeps(self.prompt + list(out), span)
+                    context = self.prompt + list(out)
+                    key = ("judge", id(v.judge.lm), v.judge.context_tokens, tuple(context), tuple(span))
+                    if key not in self.laws.verdicts:  # P(yes) does not depend on the threshold: shared by a sweep
+                        self.laws.verdicts[key] = v.judge.yes_probability(context, span)
+                    kept = self.laws.verdicts[key] > v.threshold
                     result.append((d, ps[n], reject, extra + 1) if kept else
                                   (d[:a], _residual(ps[a], qs[a]), reject, extra + 1))
                 else:
