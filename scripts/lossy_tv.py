@@ -115,7 +115,7 @@ def plot(results: dict, path: Path) -> None:
                 ax.legend(fontsize=7)
     setup = results["setup"]
     fig.suptitle(f"exact law of {setup['length']} tokens vs the target's ({setup['target']}, "
-                 f"T={setup['sampler']['temperature']}, top-k {setup['sampler']['top_k'] or 'off'})",
+                 f"T={setup['sampler']['temperature']}, top-k {setup['sampler']['top_k'] or 'off'}); missing KL points: infinite",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
