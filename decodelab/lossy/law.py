@@ -49,11 +49,13 @@ class NextLaws:
         self.config = config
         self.cache: dict[tuple[int, tuple[int, ...], int], np.ndarray] = {}
         self.verdicts: dict[tuple, float] = {}  # judge verdicts (P(yes)) by text and span
+        self.models: dict[int, LM] = {}  # keeps every model of a key alive, so that its id is never reused
 
     @torch.inference_mode()
     def __call__(self, lm: LM, prompt: list[int], prefix: tuple[int, ...]) -> np.ndarray:
         key = (id(lm), tuple(prompt) + prefix, len(prompt))
         if key not in self.cache:
+            self.models[id(lm)] = lm
             logits = lm.model(torch.tensor([list(prompt) + list(prefix)], device=lm.device)).logits[:, -1].float()
             history = TokenHistory.from_ids([list(prompt)], [list(prefix)], lm.vocab_size, lm.device)
             probs = process_logits(logits, self.config, history).softmax(-1)[0]
@@ -156,6 +158,7 @@ class _Enumerator:
                 if isinstance(v, JudgedAcceptance) and v.threshold < 1 and len(span) <= v.max_span \
                         and extra < v.max_calls:
                     context = self.prompt + list(out)
+                    self.laws.models[id(v.judge.lm)] = v.judge.lm
                     key = ("judge", id(v.judge.lm), v.judge.context_tokens, tuple(context), tuple(span))
                     if key not in self.laws.verdicts:  # P(yes) does not depend on the threshold: shared by a sweep
                         self.laws.verdicts[key] = v.judge.yes_probability(context, span)

@@ -64,3 +64,16 @@ def test_distance_sees_a_changed_law(target, draft):
     hot = NextLaws(SamplingConfig(temperature=1.2, top_k=4))
     law, _ = output_law(target, PROMPT, 3, "draft", {"draft": draft, "k": 2}, laws=hot)
     assert total_variation(law, target_law(target, PROMPT, 3, **SAMPLER)) > 0.05
+
+
+def test_a_shared_law_cache_gives_the_laws_of_fresh_ones(target, laws):
+    """Each build derives new exit models; the cache must never hand one the laws of a freed one
+    whose id it reused (a sweep shares one cache)."""
+    import gc
+
+    for low in (3, 1, 2):
+        options = {"k": 2, "max_layers": 3, "min_layers": low, "min_confidence": 0.0}
+        shared, _ = output_law(target, PROMPT, 3, "lossy-early-exit", options, laws=laws)
+        gc.collect()
+        fresh, _ = output_law(target, PROMPT, 3, "lossy-early-exit", options, laws=NextLaws(SamplingConfig(**SAMPLER)))
+        assert total_variation(shared, fresh) < FLOAT
