@@ -21,8 +21,8 @@ from typing import Any
 
 from ..errors import InvalidOption
 from ..models.lm import LM
-from .problems import check, problems
-from .strategies import mean_logprob
+from .problems import check
+from .strategies import bench_inputs, mean_logprob
 
 
 @dataclass
@@ -163,7 +163,6 @@ def run_lossy_command(args: Any, lm: LM) -> int:
     from rich.progress import Progress
 
     from .cli import _load_model
-    from .suite import load_suite
 
     specs = [s.strip() for s in args.lossy.split(",") if s.strip()]
     if not specs:
@@ -171,13 +170,7 @@ def run_lossy_command(args: Any, lm: LM) -> int:
     draft = _load_model(args.draft, args.threads, args.weights) if args.draft else None
     for spec in specs:
         entry_keywords(spec, draft)
-    suite = load_suite(args.suite or "specbench_mini", per_category=args.per_category, limit=args.limit)
-    scorer = _load_model(args.scorer, args.threads, args.weights) if args.scorer else None
-    checked = problems(args.problems) if args.problems else None
-    prompts = [p.messages for p in suite.prompts]
-    max_new = args.max_new_tokens or 64
-    out_dir = Path(args.out or "bench-out/lossy")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _, scorer, checked, prompts, max_new, out_dir = bench_inputs(args, "lossy")
     entries = len(specs) + (0 if "plain" in specs else 1)
     with Progress(transient=True, disable=args.no_progress) as bar:
         task = bar.add_task("lossy", total=entries * (len(prompts) + len(checked or [])))
