@@ -238,7 +238,8 @@ def cmd_methods(args: argparse.Namespace) -> int:
                       title_justify="left", show_lines=True)
         for m in rows:
             options = "\n".join(f"{o['name']}={o['default']!r} {_range(o)} {o['help']}" for o in m["options"])
-            flags = ("lossless" if m["lossless"] else "not lossless") + (", needs sampling" if m["needs_sampling"] else "")
+            flags = ("lossless" if m["lossless"] else "LOSSY (flags its tokens)" if m.get("lossy") else "not lossless") \
+                + (", needs sampling" if m["needs_sampling"] else "")
             table.add_row(m["name"], f"{m['summary']}\n[dim]{m['paper']}[/dim]\n{flags}", options)
         console.print(table)
     return 0

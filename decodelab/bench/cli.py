@@ -59,9 +59,14 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--strategies", default=None,
                         help="compare decoding strategies instead (bench/strategies.py): e.g. greedy,nucleus,typical,"
                              "contrastive:penalty_alpha=0.6,dola; rep-n, distinct-n, mean log p, tokens/s")
-    parser.add_argument("--scorer", default=None, help="--strategies: model that scores mean log p (default: --model)")
+    parser.add_argument("--lossy", default=None,
+                        help="compare lossy methods with the exact ones instead (bench/lossy.py): e.g. draft,"
+                             "lossy-route:min_confidence=0.8,lossy-relaxed:neighbours=4 (plain is always run); "
+                             "speed, agreement with plain, lossy-token fraction, mean log p, accuracy")
+    parser.add_argument("--scorer", default=None,
+                        help="--strategies/--lossy: model that scores mean log p (default: --model)")
     parser.add_argument("--problems", type=bounded_number(int, 0, 10_000, "--problems"), default=0, metavar="N",
-                        help="--strategies: also accuracy on N checkable problems (bench/problems.py)")
+                        help="--strategies/--lossy: also accuracy on N checkable problems (bench/problems.py)")
     return parser
 
 
@@ -115,6 +120,10 @@ def _run(args: argparse.Namespace) -> int:
         from .strategies import run_strategies_command
 
         return run_strategies_command(args, _load_model(args.model, args.threads, args.weights))
+    if getattr(args, "lossy", None):
+        from .lossy import run_lossy_command
+
+        return run_lossy_command(args, _load_model(args.model, args.threads, args.weights))
     lm = _load_model(args.model, args.threads, args.weights)
     draft = _load_model(args.draft, args.threads, args.weights) if args.draft else None
     built = make_methods(methods, lm, draft=draft, method_options=options)

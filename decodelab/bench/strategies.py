@@ -135,25 +135,30 @@ def to_markdown(rows: list[StrategyRow], scorer_name: str) -> str:
     return "\n".join(lines)
 
 
+def bench_inputs(args: Any, name: str) -> tuple[Any, LM | None, list[dict[str, Any]] | None, list[Any], int, Path]:
+    """What `--strategies` and `--lossy` read from the bench arguments: the suite, the scorer model,
+    the checkable problems, the prompts (chat messages), max new tokens and the output folder."""
+    from .cli import _load_model
+    from .suite import load_suite
+
+    suite = load_suite(args.suite or "specbench_mini", per_category=args.per_category, limit=args.limit)
+    scorer = _load_model(args.scorer, args.threads, args.weights) if args.scorer else None
+    checked = problems(args.problems) if args.problems else None
+    out_dir = Path(args.out or f"bench-out/{name}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return suite, scorer, checked, [p.messages for p in suite.prompts], args.max_new_tokens or 64, out_dir
+
+
 def run_strategies_command(args: Any, lm: LM) -> int:
     """The `--strategies` branch of `decodelab bench` (after the model is loaded)."""
     from rich.progress import Progress
-
-    from .cli import _load_model
-    from .suite import load_suite
 
     specs = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if not specs:
         raise InvalidOption("--strategies lists no strategy")
     for spec in specs:
         keywords(spec)
-    suite = load_suite(args.suite or "specbench_mini", per_category=args.per_category, limit=args.limit)
-    scorer = _load_model(args.scorer, args.threads, args.weights) if args.scorer else None
-    checked = problems(args.problems) if args.problems else None
-    prompts = [p.messages for p in suite.prompts]
-    max_new = args.max_new_tokens or 64
-    out_dir = Path(args.out or "bench-out/strategies")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    suite, scorer, checked, prompts, max_new, out_dir = bench_inputs(args, "strategies")
     total = len(specs) * (len(prompts) + len(checked or []))
     with Progress(transient=True, disable=args.no_progress) as bar:
         task = bar.add_task("strategies", total=total)

@@ -64,6 +64,8 @@ class Capabilities:
     that combines with every other (an observer)."""
 
     lossless: bool = True
+    lossy: bool = False  # a lossy accelerator (decodelab.lossy): trades exactness for speed, flags its tokens
+    exact_law: bool = False  # assumes the output follows the model's own law (watermarks): refuses lossy methods
     needs_sampling: bool = False
     batchable: bool = True  # rows of different requests may share its run (the server batches them)
     composes_with: frozenset[str] = frozenset()
@@ -168,7 +170,8 @@ class Method:
     def describe(self) -> dict[str, Any]:
         caps = self.capabilities
         return {"name": self.name, "slot": self.slot, "summary": self.summary, "paper": self.paper,
-                "aliases": list(self.aliases), "example": self.keywords(self.example), "lossless": caps.lossless, "needs_sampling": caps.needs_sampling,
+                "aliases": list(self.aliases), "example": self.keywords(self.example), "lossless": caps.lossless, "lossy": caps.lossy,
+                "needs_sampling": caps.needs_sampling,
                 "batchable": caps.batchable, "composes_with": sorted(caps.composes_with),
                 "options": [s.as_dict() for s in self.option_specs()]}
 
@@ -331,10 +334,20 @@ def check_combination(chosen: list[Selected], config: SamplingConfig) -> None:
         seen[item.slot] = item
     for i, a in enumerate(chosen):
         for b in chosen[i + 1:]:
+            _check_exact_law(a, b)
+            _check_exact_law(b, a)
             if not (_accepts(a, b) and _accepts(b, a)):
                 raise InvalidOption(f"{a.name} and {b.name} cannot be combined")
         if a.capabilities.needs_sampling and config.greedy:
             raise InvalidOption(f"{a.name} needs sampling: give a temperature > 0")
+
+
+def _check_exact_law(a: Selected, b: Selected) -> None:
+    """A method that assumes the model's exact law (a watermark) refuses a lossy one beside it: the
+    lossy method's shift of the law would be hidden inside the other's guarantee."""
+    if a.capabilities.lossy and b.capabilities.exact_law:
+        raise InvalidOption(f"{a.name} is lossy (it moves the output away from the model's distribution) and "
+                            f"{b.name} assumes the model's exact law; they cannot be combined", code="lossy_combination")
 
 
 def _accepts(a: Selected, b: Selected) -> bool:

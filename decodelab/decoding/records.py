@@ -45,6 +45,9 @@ class GenerationStats:
     constraint_checks: int = 0  # constrained generation: grammar checks (AWRS) made
     constraint_time: float = 0.0  # seconds spent computing masks / checks
     resamples: int = 0  # SMC resampling steps
+    # lossy methods (decodelab.lossy): emitted tokens the exact method would not have produced
+    # (None: not a lossy run)
+    lossy_tokens: int | None = None
 
     @property
     def mean_accepted_length(self) -> float:
@@ -54,6 +57,13 @@ class GenerationStats:
     @property
     def acceptance_rate(self) -> float:
         return self.accepted / self.proposed if self.proposed else 0.0
+
+    @property
+    def lossy_fraction(self) -> float | None:
+        """Lossy methods: the fraction of emitted tokens the exact method would not have produced."""
+        if self.lossy_tokens is None:
+            return None
+        return self.lossy_tokens / self.new_tokens if self.new_tokens else 0.0
 
     @property
     def tokens_per_second(self) -> float:
@@ -80,6 +90,10 @@ class GenerationStats:
             acceptance_rate=self.acceptance_rate,
             tokens_per_second=self.tokens_per_second,
         )
+        if self.lossy_tokens is None:
+            del out["lossy_tokens"]
+        else:
+            out["lossy_fraction"] = self.lossy_fraction
         return out
 
 

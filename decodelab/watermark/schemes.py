@@ -163,7 +163,7 @@ for _scheme, _summary, _paper in (
          "Kirchenbauer et al. 2023, A Watermark for Large Language Models")):
     # distortion-free means: exact over random keys, not for one key (so not "lossless" here)
     register(Method(_scheme, "watermark", _summary, _paper, WatermarkOptions, _build(_scheme),
-                    Capabilities(lossless=False, needs_sampling=True, composes_with=frozenset()),
+                    Capabilities(lossless=False, exact_law=True, needs_sampling=True, composes_with=frozenset()),
                     example={"key": "conformance"}))
 
 
