@@ -1,0 +1,21 @@
+"""Provenance: calibrated tests of where a text or a model came from. Every test returns p-values
+that are uniform when its null holds (rank tests against exchangeable null draws).
+
+- `mia`: membership inference (loss, zlib, Min-K%, ICP-MIA) against a reference set.
+- `make_identifier` / `insert` / `detect_identifiers`: ghost sentences / data watermarks.
+- `train_on_texts`: train a small model on known texts in a known order (for tests and evaluations).
+
+Example:
+    >>> import decodelab as dl
+    >>> ident = dl.provenance.make_identifier(kind="chars", length=12, seed=3)
+    >>> len(ident)
+    12
+"""
+
+from .identifiers import IdentifierOptions, IdentifierResult, detect_identifiers, insert, make_identifier
+from .mia import MiaOptions, MiaReport, MiaResult, mia
+from .pvalues import rank_p_values
+from .train import train_on_texts
+
+__all__ = ["mia", "MiaOptions", "MiaReport", "MiaResult", "make_identifier", "insert", "detect_identifiers",
+           "IdentifierOptions", "IdentifierResult", "rank_p_values", "train_on_texts"]
