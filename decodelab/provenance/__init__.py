@@ -3,6 +3,7 @@ that are uniform when its null holds (rank tests against exchangeable null draws
 
 - `mia`: membership inference (loss, zlib, Min-K%, ICP-MIA) against a reference set.
 - `make_identifier` / `insert` / `detect_identifiers`: ghost sentences / data watermarks.
+- `palimpsest`: is a model derived from one trained on texts in a known random order?
 - `train_on_texts`: train a small model on known texts in a known order (for tests and evaluations).
 
 Example:
@@ -14,8 +15,10 @@ Example:
 
 from .identifiers import IdentifierOptions, IdentifierResult, detect_identifiers, insert, make_identifier
 from .mia import MiaOptions, MiaReport, MiaResult, mia
+from .palimpsest import PalimpsestOptions, PalimpsestResult, palimpsest
 from .pvalues import rank_p_values
 from .train import train_on_texts
 
 __all__ = ["mia", "MiaOptions", "MiaReport", "MiaResult", "make_identifier", "insert", "detect_identifiers",
-           "IdentifierOptions", "IdentifierResult", "rank_p_values", "train_on_texts"]
+           "IdentifierOptions", "IdentifierResult", "rank_p_values", "train_on_texts", "palimpsest",
+           "PalimpsestOptions", "PalimpsestResult"]

@@ -14,6 +14,7 @@ from typing import Any
 from ..sampling.options import add_flags, bounded_number, check_options, option_specs
 from .identifiers import IdentifierOptions
 from .mia import MiaOptions
+from .palimpsest import PalimpsestOptions
 from .texts import read_texts
 
 
@@ -34,6 +35,14 @@ def add_provenance_parser(subparsers: Any) -> argparse.ArgumentParser:
     m.add_argument("--probes", default=None, metavar="FILE", help="icp: JSON lines of public probe texts")
     add_flags(m.add_argument_group("membership inference"), option_specs(MiaOptions))
     _model_flags(m)
+
+    pal = sub.add_parser("palimpsest", help="is the model derived from one trained on these texts in this random order?")
+    pal.add_argument("--order", required=True, metavar="FILE",
+                     help='JSON lines {"text": ...}: the training examples, first trained first (a random order)')
+    pal.add_argument("--reference-model", default=None,
+                     help="a model independent of that training run whose log-likelihoods are subtracted")
+    add_flags(pal.add_argument_group("palimpsest"), option_specs(PalimpsestOptions))
+    _model_flags(pal)
 
     ident = sub.add_parser("identifiers", help="unique identifiers (ghost sentences): make, insert, detect")
     isub = ident.add_subparsers(dest="identifiers_command", required=True)
@@ -85,6 +94,8 @@ def run_provenance_command(args: argparse.Namespace) -> int:
     """`decodelab provenance ...` (decodelab.cli.main reports a DecodelabError as one line, exit 2)."""
     if args.provenance_command == "mia":
         return _run_mia(args)
+    if args.provenance_command == "palimpsest":
+        return _run_palimpsest(args)
     return _run_identifiers(args)
 
 
@@ -100,6 +111,18 @@ def _run_mia(args: argparse.Namespace) -> int:
              "tokens": r.tokens, **({} if args.json else {"text": candidates[r.index]})} for r in report.results]
     _print_rows(rows, args.json, f"membership ({report.method}) against {len(report.reference_statistics)} "
                                  "reference texts: small p_value = member")
+    return 0
+
+
+def _run_palimpsest(args: argparse.Namespace) -> int:
+    from ..models import load
+    from .palimpsest import palimpsest
+
+    options = check_options(PalimpsestOptions, _options(PalimpsestOptions, args), "palimpsest")
+    texts = read_texts(args.order, "--order", min_count=3)
+    reference = load(args.reference_model, weights=args.weights) if args.reference_model else None
+    result = palimpsest(_load(args), texts, reference=reference, **vars(options))
+    _print_rows([result.as_dict()], args.json, "palimpsest: small p_value = derived from the model trained in this order")
     return 0
 
 

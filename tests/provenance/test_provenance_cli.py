@@ -104,3 +104,15 @@ def test_out_of_range_options_are_refused(tmp_path, capsys, flag, value):
         code = exc.code
     err = capsys.readouterr().err
     assert code == 2 and "error" in err and "Traceback" not in err
+
+
+def test_palimpsest_json_line_matches_python(trained, model_dir, tmp_path, capsys):
+    import decodelab as dl
+
+    order = _jsonl(tmp_path / "o.jsonl", trained.members[:20])
+    assert cli_main(["provenance", "palimpsest", "--model", model_dir, "--order", order, "--resamples", "99",
+                     "--reference-model", "tiny-random", "--json"]) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = dl.provenance.palimpsest(trained.lm, trained.members[:20], resamples=99,
+                                        reference=dl.load("tiny-random"))
+    assert row["p_value"] == pytest.approx(expected.p_value) and row["examples"] == 20
