@@ -4,6 +4,7 @@ that are uniform when its null holds (rank tests against exchangeable null draws
 - `mia`: membership inference (loss, zlib, Min-K%, ICP-MIA) against a reference set.
 - `make_identifier` / `insert` / `detect_identifiers`: ghost sentences / data watermarks.
 - `palimpsest`: is a model derived from one trained on texts in a known random order?
+- `commit` / `open_blocks` / `verify_block` / `audit`: CoIn-style audit of billed hidden tokens.
 - `train_on_texts`: train a small model on known texts in a known order (for tests and evaluations).
 
 Example:
@@ -13,6 +14,7 @@ Example:
     12
 """
 
+from .coin import Auditor, AuditResult, CoinOptions, audit, commit, inflate, open_blocks, verify_block
 from .identifiers import IdentifierOptions, IdentifierResult, detect_identifiers, insert, make_identifier
 from .mia import MiaOptions, MiaReport, MiaResult, mia
 from .palimpsest import PalimpsestOptions, PalimpsestResult, palimpsest
@@ -21,4 +23,5 @@ from .train import train_on_texts
 
 __all__ = ["mia", "MiaOptions", "MiaReport", "MiaResult", "make_identifier", "insert", "detect_identifiers",
            "IdentifierOptions", "IdentifierResult", "rank_p_values", "train_on_texts", "palimpsest",
-           "PalimpsestOptions", "PalimpsestResult"]
+           "PalimpsestOptions", "PalimpsestResult", "Auditor", "AuditResult", "CoinOptions", "audit", "commit",
+           "inflate", "open_blocks", "verify_block"]

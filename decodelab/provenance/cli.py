@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from ..sampling.options import add_flags, bounded_number, check_options, option_specs
+from .coin import CoinOptions
 from .identifiers import IdentifierOptions
 from .mia import MiaOptions
 from .palimpsest import PalimpsestOptions
@@ -43,6 +44,15 @@ def add_provenance_parser(subparsers: Any) -> argparse.ArgumentParser:
                      help="a model independent of that training run whose log-likelihoods are subtracted")
     add_flags(pal.add_argument_group("palimpsest"), option_specs(PalimpsestOptions))
     _model_flags(pal)
+
+    coin = sub.add_parser("coin", help="CoIn-style audit of opened hidden reasoning tokens (count proofs + validity)")
+    coin.add_argument("--opened", required=True, metavar="FILE",
+                      help='JSON {"commitment": {"root", "count"}, "blocks": [{"start", "token_ids", "salts", "proofs"}]}')
+    coin.add_argument("--prompt", required=True, help="the visible prompt the hidden tokens answered")
+    coin.add_argument("--calibration", required=True, metavar="FILE",
+                      help='JSON lines {"prompt": ..., "text": genuine hidden reasoning} from the same model')
+    add_flags(coin.add_argument_group("audit"), option_specs(CoinOptions))
+    _model_flags(coin)
 
     ident = sub.add_parser("identifiers", help="unique identifiers (ghost sentences): make, insert, detect")
     isub = ident.add_subparsers(dest="identifiers_command", required=True)
@@ -96,6 +106,8 @@ def run_provenance_command(args: argparse.Namespace) -> int:
         return _run_mia(args)
     if args.provenance_command == "palimpsest":
         return _run_palimpsest(args)
+    if args.provenance_command == "coin":
+        return _run_coin(args)
     return _run_identifiers(args)
 
 
@@ -124,6 +136,51 @@ def _run_palimpsest(args: argparse.Namespace) -> int:
     result = palimpsest(_load(args), texts, reference=reference, **vars(options))
     _print_rows([result.as_dict()], args.json, "palimpsest: small p_value = derived from the model trained in this order")
     return 0
+
+
+def _read_json_lines(path: str, what: str) -> list[dict[str, Any]]:
+    from ..errors import InvalidOption
+    from ..text import read_text_file
+
+    rows = []
+    for number, line in enumerate(read_text_file(path, what).splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InvalidOption(f"{what}: {path} line {number} is not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise InvalidOption(f"{what}: {path} line {number} is not a JSON object")
+            rows.append(row)
+    return rows
+
+
+def _run_coin(args: argparse.Namespace) -> int:
+    from ..errors import InvalidOption
+    from ..text import read_text_file
+    from .coin import Auditor, Commitment, OpenedBlock, verify_block
+
+    options = check_options(CoinOptions, _options(CoinOptions, args), "coin")
+    try:
+        opened = json.loads(read_text_file(args.opened, "--opened"))
+        commitment = Commitment(str(opened["commitment"]["root"]), int(opened["commitment"]["count"]))
+        blocks = [OpenedBlock(int(b["start"]), [int(t) for t in b["token_ids"]], [str(x) for x in b["salts"]],
+                              [[str(x) for x in p] for p in b["proofs"]]) for b in opened["blocks"]]
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InvalidOption(f"--opened: {args.opened} is not an opened-blocks JSON ({type(exc).__name__}: {exc})") from None
+    calibration = []
+    for row in _read_json_lines(args.calibration, "--calibration"):
+        if not isinstance(row.get("text"), str) or not isinstance(row.get("prompt", ""), str):
+            raise InvalidOption('--calibration: every line needs "text" (and optionally "prompt") strings')
+        calibration.append(row)
+    lm = _load(args)
+    bad = [b.start for b in blocks if not verify_block(commitment, b)]
+    traces = [(row.get("prompt", ""), list(lm.tokenizer(row["text"], add_special_tokens=False)["input_ids"]))
+              for row in calibration]
+    result = Auditor(lm, traces, **vars(options)).audit(args.prompt, [b.token_ids for b in blocks])
+    row = {"count": commitment.count, "proofs_valid": not bad, "invalid_blocks": bad, **result.as_dict()}
+    _print_rows([row], args.json, "hidden-token audit: small p_value = filler among the opened tokens")
+    return 0 if not bad else 1
 
 
 def _run_identifiers(args: argparse.Namespace) -> int:

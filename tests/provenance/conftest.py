@@ -43,3 +43,12 @@ def trained() -> SimpleNamespace:
         torch.set_num_threads(threads)
     return SimpleNamespace(lm=lm, members=train_texts, non_members=non_members, identifier=identifier,
                            carriers=carriers, losses=losses, spare=texts[N_MEMBERS + N_NON_MEMBERS:])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run several times faster on one thread on this shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -116,3 +116,34 @@ def test_palimpsest_json_line_matches_python(trained, model_dir, tmp_path, capsy
     expected = dl.provenance.palimpsest(trained.lm, trained.members[:20], resamples=99,
                                         reference=dl.load("tiny-random"))
     assert row["p_value"] == pytest.approx(expected.p_value) and row["examples"] == 20
+
+
+def test_coin_audit_verifies_proofs_and_reports_the_p_value(trained, model_dir, tmp_path, capsys):
+    from dataclasses import asdict
+
+    from decodelab.provenance.coin import Auditor, commit, open_blocks
+
+    tok = trained.lm.tokenizer
+    trace = list(tok(" ".join(trained.non_members[:3]), add_special_tokens=False)["input_ids"])
+    c = commit(trace, b"secret")
+    blocks = open_blocks(trace, b"secret", starts=[0, 16, 32], width=16)
+    opened = tmp_path / "opened.json"
+    opened.write_text(json.dumps({"commitment": asdict(c), "blocks": [asdict(b) for b in blocks]}))
+    cal = tmp_path / "cal.jsonl"
+    cal_texts = [" ".join(trained.non_members[i:i + 3]) for i in range(10, 40, 3)]
+    cal.write_text("".join(json.dumps({"prompt": "", "text": t}) + "\n" for t in cal_texts))
+    args = ["provenance", "coin", "--model", model_dir, "--opened", str(opened), "--prompt", "q", "--calibration",
+            str(cal), "--blocks", "3", "--width", "16", "--json"]
+    assert cli_main(args) == 0
+    (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    auditor = Auditor(trained.lm, [("", list(tok(t, add_special_tokens=False)["input_ids"])) for t in cal_texts],
+                      blocks=3, width=16)
+    assert row["proofs_valid"] and row["count"] == len(trace)
+    assert row["p_value"] == pytest.approx(auditor.audit("q", [b.token_ids for b in blocks]).p_value)
+    data = json.loads(opened.read_text())
+    data["commitment"]["count"] += 50  # an inflated bill: the proofs no longer verify
+    opened.write_text(json.dumps(data))
+    assert cli_main(args) == 1
+    assert json.loads(capsys.readouterr().out)["invalid_blocks"] == [0, 16, 32]
+    opened.write_text("[]")
+    assert cli_main(args) == 2 and "not an opened-blocks JSON" in capsys.readouterr().err
