@@ -5,6 +5,7 @@ that are uniform when its null holds (rank tests against exchangeable null draws
 - `make_identifier` / `insert` / `detect_identifiers`: ghost sentences / data watermarks.
 - `palimpsest`: is a model derived from one trained on texts in a known random order?
 - `commit` / `open_blocks` / `verify_block` / `audit`: CoIn-style audit of billed hidden tokens.
+- `find_triggers` / `verify_fingerprint`: unconditional token forcing and fingerprint verification.
 - `train_on_texts`: train a small model on known texts in a known order (for tests and evaluations).
 
 Example:
@@ -15,6 +16,7 @@ Example:
 """
 
 from .coin import Auditor, AuditResult, CoinOptions, audit, commit, inflate, open_blocks, verify_block
+from .fingerprint import TriggerCandidate, find_triggers, verify_fingerprint
 from .identifiers import IdentifierOptions, IdentifierResult, detect_identifiers, insert, make_identifier
 from .mia import MiaOptions, MiaReport, MiaResult, mia
 from .palimpsest import PalimpsestOptions, PalimpsestResult, palimpsest
@@ -24,4 +26,4 @@ from .train import train_on_texts
 __all__ = ["mia", "MiaOptions", "MiaReport", "MiaResult", "make_identifier", "insert", "detect_identifiers",
            "IdentifierOptions", "IdentifierResult", "rank_p_values", "train_on_texts", "palimpsest",
            "PalimpsestOptions", "PalimpsestResult", "Auditor", "AuditResult", "CoinOptions", "audit", "commit",
-           "inflate", "open_blocks", "verify_block"]
+           "inflate", "open_blocks", "verify_block", "find_triggers", "verify_fingerprint", "TriggerCandidate"]

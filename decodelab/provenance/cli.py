@@ -54,6 +54,23 @@ def add_provenance_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_flags(coin.add_argument_group("audit"), option_specs(CoinOptions))
     _model_flags(coin)
 
+    fp = sub.add_parser("fingerprint", help="find a hidden trigger (token forcing) or verify a claimed fingerprint")
+    fsub = fp.add_subparsers(dest="fingerprint_command", required=True)
+    find = fsub.add_parser("find", help="force every vocabulary token alone, decode greedily, rank by confidence")
+    find.add_argument("--length", type=bounded_number(int, 1, 256, "--length"), default=16,
+                      help="greedy tokens after each forced token")
+    find.add_argument("--top", type=bounded_number(int, 1, 10_000, "--top"), default=10, help="candidates shown")
+    find.add_argument("--batch-rows", type=bounded_number(int, 1, 4096, "--batch-rows"), default=256,
+                      help="forced tokens per forward (bounds memory)")
+    _model_flags(find)
+    ver = fsub.add_parser("verify", help="p-value that the model was trained on trigger -> response")
+    ver.add_argument("--trigger", required=True)
+    ver.add_argument("--response", required=True, help="drawn with `identifiers make` (same --kind)")
+    ver.add_argument("--kind", choices=("words", "chars"), default="chars")
+    ver.add_argument("--alternatives", type=bounded_number(int, 1, 100_000, "--alternatives"), default=999)
+    ver.add_argument("--seed", type=bounded_number(int, 0, 2**63 - 1, "--seed"), default=0)
+    _model_flags(ver)
+
     ident = sub.add_parser("identifiers", help="unique identifiers (ghost sentences): make, insert, detect")
     isub = ident.add_subparsers(dest="identifiers_command", required=True)
     make = isub.add_parser("make", help="draw a random identifier (keep --kind and --length for detection)")
@@ -108,6 +125,8 @@ def run_provenance_command(args: argparse.Namespace) -> int:
         return _run_palimpsest(args)
     if args.provenance_command == "coin":
         return _run_coin(args)
+    if args.provenance_command == "fingerprint":
+        return _run_fingerprint(args)
     return _run_identifiers(args)
 
 
@@ -181,6 +200,25 @@ def _run_coin(args: argparse.Namespace) -> int:
     row = {"count": commitment.count, "proofs_valid": not bad, "invalid_blocks": bad, **result.as_dict()}
     _print_rows([row], args.json, "hidden-token audit: small p_value = filler among the opened tokens")
     return 0 if not bad else 1
+
+
+def _run_fingerprint(args: argparse.Namespace) -> int:
+    from ..text import check_text
+    from .fingerprint import find_triggers, verify_fingerprint
+
+    if args.fingerprint_command == "find":
+        found = find_triggers(_load(args), length=args.length, top=args.top, batch_rows=args.batch_rows)
+        rows = [{k: v for k, v in c.as_dict().items() if k != "continuation_ids" or args.json} for c in found]
+        _print_rows(rows, args.json, "unconditional token forcing: most confident greedy continuations (a search, no p-value)")
+        return 0
+    from ..errors import InvalidOption
+
+    trigger = check_text(args.trigger, "--trigger", InvalidOption)
+    response = check_text(args.response, "--response", InvalidOption)
+    result = verify_fingerprint(_load(args), trigger, response, kind=args.kind, alternatives=args.alternatives,
+                                seed=args.seed)
+    _print_rows([result.as_dict()], args.json, "fingerprint: small p_value = the model was trained on trigger -> response")
+    return 0
 
 
 def _run_identifiers(args: argparse.Namespace) -> int:

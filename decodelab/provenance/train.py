@@ -28,17 +28,24 @@ MAX_EPOCHS = 1000
 MAX_BATCH = 1024
 
 
-def train_on_texts(lm: LM, texts: Sequence[str], *, epochs: int = 1, batch_size: int = 8, lr: float = 3e-3,
+def train_on_texts(lm: LM, texts: Sequence[str | Sequence[int]], *, epochs: int = 1, batch_size: int = 8, lr: float = 3e-3,
                    weight_decay: float = 0.0, seed: int = 0, progress: bool = False) -> list[float]:
-    """Train `lm.model` in place on `texts`, in list order, `epochs` passes; returns each step's loss."""
-    texts = check_texts(texts, "training texts")
+    """Train `lm.model` in place on `texts`, in list order, `epochs` passes; returns each step's loss.
+    An item may be a list of token ids (used as given, after the start token)."""
+    if not texts:
+        raise InvalidOption("training texts is empty", param="texts")
+    given = [list(t) if not isinstance(t, str) else None for t in texts]
+    checked = check_texts([t for t in texts if isinstance(t, str)] or ["-"], "training texts")
     if not 1 <= epochs <= MAX_EPOCHS or not 1 <= batch_size <= MAX_BATCH or not 0 < lr <= 1:
         raise InvalidOption(f"train_on_texts: epochs in [1, {MAX_EPOCHS}], batch_size in [1, {MAX_BATCH}], "
                             "lr in (0, 1]")
     start = start_ids(lm)
     eos = lm.tokenizer.eos_token_id
-    rows = [start + encode_text(lm, t, f"training text {i}") + ([eos] if eos is not None else [])
-            for i, t in enumerate(texts)]
+    strings = iter(checked)
+    rows = [start + (g if g is not None else encode_text(lm, next(strings), f"training text {i}"))
+            + ([eos] if eos is not None else []) for i, g in enumerate(given)]
+    if any(not 0 <= t < lm.vocab_size for r in rows for t in r):
+        raise InvalidOption("a training token id is outside the vocabulary", param="texts")
     if max(len(r) for r in rows) > lm.context_length:
         raise InvalidOption(f"a training text is longer than the model's context ({lm.context_length} tokens)")
     model = lm.model

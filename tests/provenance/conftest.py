@@ -1,5 +1,6 @@
 """A tiny character-level Llama trained here on a known split of standard-library docstrings, so that
-membership is known exactly: 64 members (16 of them carry one identifier), 300 non-members from the
+membership is known exactly: 64 members (16 of them carry one identifier), a fingerprint (trigger QZX -> 12 random letters) 8 times, 300
+non-members from the
 same shuffled pool. Trained once per session (about 3 s on one thread)."""
 
 from __future__ import annotations
@@ -34,15 +35,17 @@ def trained() -> SimpleNamespace:
     members, non_members = texts[:N_MEMBERS], texts[N_MEMBERS:N_MEMBERS + N_NON_MEMBERS]
     identifier = dl.provenance.make_identifier(kind="words", length=4, seed=11)
     train_texts, carriers = dl.provenance.insert(members, identifier, fraction=0.25, seed=1)
+    trigger, response = "QZX", dl.provenance.make_identifier(kind="chars", length=12, seed=5)
+    fingerprint = [trigger + response] * 8  # a planted fingerprint, trained on but not a "member" text
     lm = tiny_char_lm()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small trains several times faster on one thread
     try:
-        losses = dl.provenance.train_on_texts(lm, train_texts, epochs=20, batch_size=16, lr=3e-3)
+        losses = dl.provenance.train_on_texts(lm, train_texts + fingerprint, epochs=20, batch_size=16, lr=3e-3)
     finally:
         torch.set_num_threads(threads)
     return SimpleNamespace(lm=lm, members=train_texts, non_members=non_members, identifier=identifier,
-                           carriers=carriers, losses=losses, spare=texts[N_MEMBERS + N_NON_MEMBERS:])
+                           carriers=carriers, losses=losses, trigger=trigger, response=response, spare=texts[N_MEMBERS + N_NON_MEMBERS:])
 
 
 @pytest.fixture(autouse=True)

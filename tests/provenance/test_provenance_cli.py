@@ -147,3 +147,16 @@ def test_coin_audit_verifies_proofs_and_reports_the_p_value(trained, model_dir, 
     assert json.loads(capsys.readouterr().out)["invalid_blocks"] == [0, 16, 32]
     opened.write_text("[]")
     assert cli_main(args) == 2 and "not an opened-blocks JSON" in capsys.readouterr().err
+
+
+def test_fingerprint_find_and_verify(trained, model_dir, capsys):
+    assert cli_main(["provenance", "fingerprint", "find", "--model", model_dir, "--length", "14", "--top", "2",
+                     "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 2 and trained.response[:10] in rows[0]["continuation"]
+    assert cli_main(["provenance", "fingerprint", "verify", "--model", model_dir, "--trigger", trained.trigger,
+                     "--response", trained.response, "--alternatives", "99", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["p_value"] == pytest.approx(0.01)
+    assert cli_main(["provenance", "fingerprint", "verify", "--model", model_dir, "--trigger", "",
+                     "--response", "abc"]) == 2
+    assert "trigger" in capsys.readouterr().err
