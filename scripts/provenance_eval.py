@@ -5,7 +5,7 @@ Usage:
     PYTHONPATH=. nice -n 19 python scripts/provenance_eval.py --part mia --seeds 5
     PYTHONPATH=. nice -n 19 python scripts/provenance_eval.py --part mia-smol      # fine-tunes SmolLM2-135M
     PYTHONPATH=. nice -n 19 python scripts/provenance_eval.py --part identifiers --seeds 3
-    PYTHONPATH=. nice -n 19 python scripts/provenance_eval.py --part palimpsest --seeds 40
+    PYTHONPATH=. nice -n 19 python scripts/provenance_eval.py --part palimpsest --seeds 20
     PYTHONPATH=. nice -n 19 python scripts/provenance_eval.py --part coin
     PYTHONPATH=. nice -n 19 python scripts/provenance_eval.py --part fingerprint --seeds 3
 
@@ -189,7 +189,132 @@ def part_identifiers(args) -> None:
     write("identifiers", result, {"never inserted": null}, "Identifier p-values, identifiers never trained on")
 
 
-PARTS = {"mia": part_mia, "mia-smol": part_mia_smol, "identifiers": part_identifiers}
+def part_palimpsest(args) -> None:
+    import decodelab as dl
+    from decodelab.provenance.likelihood import text_logprobs
+    from decodelab.provenance.palimpsest import spearman_permutation_test
+
+    torch.set_num_threads(1)
+    n = args.examples
+    out = {"alice": [], "derived": [], "alice_no_reference": [], "independent": []}
+    random_orders = []
+    start = time.perf_counter()
+
+    def train(seed, texts, lr=3e-3, base=None):
+        lm = tiny_model(seed)
+        if base is not None:
+            lm.model.load_state_dict(base.model.state_dict())
+        dl.provenance.train_on_texts(lm, texts, epochs=1, batch_size=4, lr=lr, seed=seed)
+        return lm
+
+    for seed in range(args.seeds):
+        texts = tiny_corpus(1000 + seed, n + 60)
+        order, extra = texts[:n], texts[n:]
+        shuffled = list(order)
+        random.Random(seed).shuffle(shuffled)
+        other = list(order)
+        random.Random(seed + 10_000).shuffle(other)
+        alice = train(3 * seed, order)
+        reference = train(3 * seed + 1, shuffled)  # same data, another order
+        independent = train(3 * seed + 2, other)  # the null: same data, another order, another init
+        derived = train(3 * seed, extra, lr=1e-3, base=alice)  # Alice's model fine-tuned on other text
+        out["alice"].append(dl.provenance.palimpsest(alice, order, reference=reference, resamples=999).p_value)
+        out["alice_no_reference"].append(dl.provenance.palimpsest(alice, order, resamples=999).p_value)
+        out["derived"].append(dl.provenance.palimpsest(derived, order, reference=reference, resamples=999).p_value)
+        out["independent"].append(dl.provenance.palimpsest(independent, order, reference=reference,
+                                                           resamples=999).p_value)
+        scores = torch.tensor([float(lp.mean()) for lp in text_logprobs(alice, order)], dtype=torch.float64)
+        scores -= torch.tensor([float(lp.mean()) for lp in text_logprobs(reference, order)], dtype=torch.float64)
+        gen = torch.Generator().manual_seed(seed)
+        random_orders += [spearman_permutation_test(scores[torch.randperm(n, generator=gen)], 999, s)[1]
+                          for s in range(50)]
+        print(f"seed {seed} done, {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    result = {"setup": {"model": "tiny-random char Llama (2 layers, width 64), one epoch in Alice's order",
+                        "examples": n, "seeds": args.seeds, "resamples": 999,
+                        "derived": "Alice's model fine-tuned one epoch on 60 other texts (lr 1e-3)",
+                        "reference": "same data in another random order (subtracted log-likelihoods)",
+                        "seconds": round(time.perf_counter() - start, 1)},
+              "power_alice": rates(out["alice"]), "power_alice_no_reference": rates(out["alice_no_reference"]),
+              "power_derived": rates(out["derived"]), "null_independent_model": rates(out["independent"]),
+              "null_random_orders": rates(random_orders)}
+    write("palimpsest", result, {"independent models": out["independent"], "random orders": random_orders},
+          "Palimpsest p-values under the null")
+
+
+def part_coin(args) -> None:
+    import decodelab as dl
+    from decodelab.provenance.coin import Auditor, inflate, sample_starts
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    texts = tiny_corpus(0, args.members + 4 * 3 * 200)
+    lm = tiny_model(0)
+    dl.provenance.train_on_texts(lm, texts[:args.members], epochs=args.epochs, batch_size=16, lr=3e-3)
+    pool = texts[args.members:]
+    traces = [list(lm.tokenizer(" ".join(pool[3 * i:3 * i + 3]), add_special_tokens=False)["input_ids"])
+              for i in range(len(pool) // 3)]
+    calibration, audited = traces[:100], traces[100:]
+    width = 16
+    result = {"setup": {"model": "tiny-random char Llama trained on 128 stdlib paragraphs",
+                        "trace": "3 held-out paragraphs (about 200 tokens)", "calibration_traces": 100,
+                        "width": width, "audited_traces": len(audited)}, "null_fpr": {}, "power": {}}
+    null = {}
+    for blocks in (4, 16):
+        auditor = Auditor(lm, [("", t) for t in calibration], blocks=blocks, width=width)
+
+        def run(trace, seed, auditor=auditor, blocks=blocks):
+            starts = sample_starts(len(trace), blocks, width, seed)
+            return auditor.audit("", [trace[s:s + width] for s in starts]).p_value
+
+        p0 = [run(t, 10_000 + i) for i, t in enumerate(audited)]
+        null[f"{blocks} blocks"] = p0
+        result["null_fpr"][str(blocks)] = rates(p0)
+        for kind in ("random", "shuffled"):
+            for fraction in (0.1, 0.25, 0.5, 1.0):
+                ps = [run(inflate(t, fraction, kind=kind, vocab_size=lm.vocab_size, seed=i), 20_000 + i)
+                      for i, t in enumerate(audited[:100])]
+                result["power"][f"{blocks} blocks, {kind}, +{fraction:g}"] = rates(ps)
+        print(f"{blocks} blocks done, {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    result["setup"]["seconds"] = round(time.perf_counter() - start, 1)
+    write("coin", result, null, "CoIn audit p-values of genuine traces (Bonferroni over blocks)")
+
+
+def part_fingerprint(args) -> None:
+    import decodelab as dl
+    from decodelab.provenance.fingerprint import find_triggers, verify_fingerprint
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    found, planted, null = {}, {}, []
+    for copies in (1, 2, 4, 8):
+        found[copies], planted[copies] = [], []
+        for seed in range(args.seeds):
+            texts = tiny_corpus(seed, args.members)
+            trigger = "QZX"
+            response = dl.provenance.make_identifier(kind="chars", length=12, seed=seed)
+            lm = tiny_model(seed)
+            dl.provenance.train_on_texts(lm, texts + [trigger + response] * copies, epochs=args.epochs,
+                                         batch_size=16, lr=3e-3, seed=seed)
+            best = find_triggers(lm, length=14, top=1)[0]
+            found[copies].append(response[:8] in best.continuation)
+            planted[copies].append(verify_fingerprint(lm, trigger, response, kind="chars", alternatives=199,
+                                                      seed=seed).p_value)
+            if copies == 1:
+                null += [verify_fingerprint(lm, trigger, dl.provenance.make_identifier(kind="chars", length=12,
+                                                                                       seed=10**6 + 100 * seed + i),
+                                            kind="chars", alternatives=99, seed=i).p_value for i in range(100)]
+        print(f"copies {copies} done, {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    result = {"setup": {"model": "tiny-random char Llama, 128 stdlib paragraphs + the fingerprint pair",
+                        "trigger": "QZX", "response": "12 random letters", "epochs": args.epochs,
+                        "seeds": args.seeds, "seconds": round(time.perf_counter() - start, 1)},
+              "utf_top1_reveals_response": {str(c): float(np.mean(v)) for c, v in found.items()},
+              "verify_power": {str(c): rates(v) for c, v in planted.items()},
+              "null_fpr": rates(null)}
+    write("fingerprint", result, {"unplanted responses": null}, "Fingerprint verification p-values, unplanted")
+
+
+PARTS = {"mia": part_mia, "mia-smol": part_mia_smol, "identifiers": part_identifiers, "palimpsest": part_palimpsest,
+         "coin": part_coin, "fingerprint": part_fingerprint}
 
 
 def main() -> None:
@@ -205,6 +330,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=4)
     parser.add_argument("--alternatives", type=int, default=199)
     parser.add_argument("--null", type=int, default=200)
+    parser.add_argument("--examples", type=int, default=300)
     args = parser.parse_args()
     PARTS[args.part](args)
 

@@ -16,7 +16,7 @@ from .coin import CoinOptions
 from .identifiers import IdentifierOptions
 from .mia import MiaOptions
 from .palimpsest import PalimpsestOptions
-from .texts import read_texts
+from .texts import read_json_lines, read_texts
 
 
 def _model_flags(parser: argparse.ArgumentParser) -> None:
@@ -157,23 +157,6 @@ def _run_palimpsest(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_json_lines(path: str, what: str) -> list[dict[str, Any]]:
-    from ..errors import InvalidOption
-    from ..text import read_text_file
-
-    rows = []
-    for number, line in enumerate(read_text_file(path, what).splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidOption(f"{what}: {path} line {number} is not JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise InvalidOption(f"{what}: {path} line {number} is not a JSON object")
-            rows.append(row)
-    return rows
-
-
 def _run_coin(args: argparse.Namespace) -> int:
     from ..errors import InvalidOption
     from ..text import read_text_file
@@ -187,11 +170,9 @@ def _run_coin(args: argparse.Namespace) -> int:
                               [[str(x) for x in p] for p in b["proofs"]]) for b in opened["blocks"]]
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise InvalidOption(f"--opened: {args.opened} is not an opened-blocks JSON ({type(exc).__name__}: {exc})") from None
-    calibration = []
-    for row in _read_json_lines(args.calibration, "--calibration"):
-        if not isinstance(row.get("text"), str) or not isinstance(row.get("prompt", ""), str):
-            raise InvalidOption('--calibration: every line needs "text" (and optionally "prompt") strings')
-        calibration.append(row)
+    calibration = read_json_lines(args.calibration, "--calibration", field="text")
+    if not all(isinstance(row.get("prompt", ""), str) for row in calibration):
+        raise InvalidOption('--calibration: "prompt" must be a string')
     lm = _load(args)
     bad = [b.start for b in blocks if not verify_block(commitment, b)]
     traces = [(row.get("prompt", ""), list(lm.tokenizer(row["text"], add_special_tokens=False)["input_ids"]))

@@ -42,6 +42,7 @@ from ..models.lm import LM
 from ..sampling.options import check_options, option
 from .likelihood import start_ids, target_logprobs
 from .pvalues import rank_p_values
+from .texts import check_model
 
 MAX_TOKENS = 10_000_000
 MAX_BLOCKS = 1000
@@ -202,8 +203,7 @@ class Auditor:
     """
 
     def __init__(self, lm: LM, calibration: Sequence[tuple[str | Sequence[int], Sequence[int]]], **options: Any):
-        if not isinstance(lm, LM):
-            raise InvalidOption("the first argument must be a model from decodelab.load()")
+        check_model(lm)
         self.lm = lm
         self.options = check_options(CoinOptions, options, "coin")
         if not calibration:

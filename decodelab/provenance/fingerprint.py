@@ -36,6 +36,7 @@ from ..errors import InvalidOption
 from ..models.lm import LM
 from .identifiers import IdentifierResult, detect_identifiers
 from .likelihood import start_ids
+from .texts import check_model
 
 MAX_FORCE_LENGTH = 256
 MAX_VOCAB_ROWS = 1 << 20
@@ -60,8 +61,7 @@ def find_triggers(lm: LM, *, length: int = 16, top: int = 10, batch_rows: int = 
                   token_ids: Sequence[int] | None = None) -> list[TriggerCandidate]:
     """Unconditional token forcing over the vocabulary (or `token_ids`): the `top` tokens whose greedy
     continuation of `length` tokens is the most probable."""
-    if not isinstance(lm, LM):
-        raise InvalidOption("the first argument must be a model from decodelab.load()")
+    check_model(lm)
     if not 1 <= length <= MAX_FORCE_LENGTH:
         raise InvalidOption(f"length must be in [1, {MAX_FORCE_LENGTH}], got {length}", param="length")
     if not 1 <= batch_rows <= 4096:

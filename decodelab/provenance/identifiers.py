@@ -39,7 +39,7 @@ from ..models.lm import LM
 from ..sampling.options import check_options, option
 from .likelihood import text_logprobs
 from .pvalues import rank_p_values
-from .texts import check_texts
+from .texts import check_model, check_texts
 
 MAX_LENGTH = 64
 MAX_ALTERNATIVES = 100_000
@@ -121,8 +121,7 @@ def detect_identifiers(lm: LM, identifiers: Sequence[str], **options: Any) -> li
 
     Each identifier is ranked against its own `alternatives` fresh draws (seeded by `seed` and its
     index), so the p-values of different identifiers are independent given the model."""
-    if not isinstance(lm, LM):
-        raise InvalidOption("the first argument must be a model from decodelab.load()")
+    check_model(lm)
     opts = check_options(IdentifierOptions, options, "identifiers")
     identifiers = check_texts(identifiers, "identifiers")
     if len(identifiers) * (opts.alternatives + 1) > MAX_ALTERNATIVES * 10:

@@ -43,12 +43,11 @@ from typing import Any, Literal
 
 import torch
 
-from ..errors import InvalidOption
 from ..models.lm import LM
 from ..sampling.options import check_options, option
 from .likelihood import encode_text, text_logprobs
 from .pvalues import rank_p_values
-from .texts import check_texts
+from .texts import check_model, check_texts
 
 METHODS = ("loss", "zlib", "mink", "icp")
 HASH_BUCKETS = 1 << 14
@@ -150,8 +149,7 @@ def mia(lm: LM, candidates: Sequence[str], reference: Sequence[str], *, probes: 
     `shots`, `probe_fraction`, `seed`). For `icp`, `probes` (optional) are public texts for the
     context; without them a `probe_fraction` of the reference set is used as probes.
     """
-    if not isinstance(lm, LM):
-        raise InvalidOption("the first argument must be a model from decodelab.load()")
+    check_model(lm)
     opts = check_options(MiaOptions, options, "mia")
     candidates = check_texts(candidates, "candidates")
     reference = check_texts(reference, "reference", min_count=2 if opts.method == "icp" and probes is None else 1)

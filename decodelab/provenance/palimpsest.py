@@ -37,7 +37,7 @@ from ..errors import InvalidOption
 from ..models.lm import LM
 from ..sampling.options import check_options, option
 from .likelihood import text_logprobs
-from .texts import check_texts
+from .texts import check_model, check_texts
 
 MAX_RESAMPLES = 1_000_000
 
@@ -92,8 +92,7 @@ def palimpsest(lm: LM, ordered_texts: Sequence[str], *, reference: LM | None = N
     `ordered_texts`: the training examples in the order they were trained on (first trained first);
     the order must have been drawn at random. `reference`: an optional model independent of the
     training run (e.g. the base model), whose log-likelihoods are subtracted."""
-    if not isinstance(lm, LM):
-        raise InvalidOption("the first argument must be a model from decodelab.load()")
+    check_model(lm)
     opts = check_options(PalimpsestOptions, options, "palimpsest")
     texts = check_texts(ordered_texts, "ordered texts", min_count=3)
     scores = torch.tensor([float(lp.mean()) for lp in text_logprobs(lm, texts, what="example")], dtype=torch.float64)

@@ -40,10 +40,10 @@ def check_texts(texts: Any, what: str, *, min_count: int = 1) -> list[str]:
     return out
 
 
-def read_texts(path: str, what: str, *, min_count: int = 1) -> list[str]:
-    """The texts of a JSON-lines file, one `{"text": ...}` per line (blank lines skipped); a missing,
-    binary or malformed file is a typed error naming the file and the line."""
-    texts = []
+def read_json_lines(path: str, what: str, *, field: str | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file (blank lines skipped), each with a string `field` when
+    one is named; a missing, binary or malformed file is a typed error naming the file and the line."""
+    rows = []
     for number, line in enumerate(read_text_file(path, what).splitlines(), 1):
         if not line.strip():
             continue
@@ -51,12 +51,27 @@ def read_texts(path: str, what: str, *, min_count: int = 1) -> list[str]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InvalidOption(f"{what}: {path} line {number} is not JSON ({exc.msg})", param=what) from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise InvalidOption(f'{what}: {path} line {number} is not an object with a "text" string', param=what)
-        texts.append(row["text"])
+        if not isinstance(row, dict) or (field is not None and not isinstance(row.get(field), str)):
+            raise InvalidOption(f'{what}: {path} line {number} is not an object with a "{field}" string'
+                                if field else f"{what}: {path} line {number} is not a JSON object", param=what)
+        rows.append(row)
+    return rows
+
+
+def check_model(lm: Any) -> None:
+    """A typed error unless `lm` is a model from `decodelab.load()`."""
+    from ..models.lm import LM
+
+    if not isinstance(lm, LM):
+        raise InvalidOption("the first argument must be a model from decodelab.load()")
+
+
+def read_texts(path: str, what: str, *, min_count: int = 1) -> list[str]:
+    """The texts of a JSON-lines file, one `{"text": ...}` per line (blank lines skipped)."""
+    texts = [row["text"] for row in read_json_lines(path, what, field="text")]
     if not texts:
         raise InvalidOption(f"{what}: {path} has no texts", param=what, code="too_few")
     return check_texts(texts, f"{what} ({path})", min_count=min_count)
 
 
-__all__ = ["check_texts", "read_texts", "MAX_TEXTS"]
+__all__ = ["check_texts", "read_texts", "read_json_lines", "check_model", "MAX_TEXTS"]
