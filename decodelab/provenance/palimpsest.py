@@ -40,6 +40,7 @@ from .likelihood import text_logprobs
 from .texts import check_model, check_texts
 
 MAX_RESAMPLES = 1_000_000
+MAX_WORK = 2_000_000_000  # examples x resamples of one permutation test (a few minutes at most)
 
 
 @dataclass
@@ -95,6 +96,9 @@ def palimpsest(lm: LM, ordered_texts: Sequence[str], *, reference: LM | None = N
     check_model(lm)
     opts = check_options(PalimpsestOptions, options, "palimpsest")
     texts = check_texts(ordered_texts, "ordered texts", min_count=3)
+    if len(texts) * opts.resamples > MAX_WORK:
+        raise InvalidOption(f"examples x resamples is {len(texts) * opts.resamples}; at most {MAX_WORK}",
+                            param="resamples", code="too_large")
     scores = torch.tensor([float(lp.mean()) for lp in text_logprobs(lm, texts, what="example")], dtype=torch.float64)
     if reference is not None:
         if not isinstance(reference, LM):
