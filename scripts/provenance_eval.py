@@ -247,7 +247,7 @@ def part_coin(args) -> None:
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    texts = tiny_corpus(0, args.members + 4 * 3 * 200)
+    texts = tiny_corpus(0, args.members + 3 * 400)
     lm = tiny_model(0)
     dl.provenance.train_on_texts(lm, texts[:args.members], epochs=args.epochs, batch_size=16, lr=3e-3)
     pool = texts[args.members:]

@@ -161,12 +161,15 @@ class CoinOptions:
 
 @dataclass
 class AuditResult:
-    """Combined p-value (small = filler among the opened tokens), and each block's statistic and p."""
+    """Combined p-value (small = filler among the opened tokens), and each block's statistic and p.
+    `min_p_value` = min(1, k / (calibration blocks + 1)) is the smallest p-value this audit can give:
+    to test at level a, calibrate on at least k / a blocks."""
 
     p_value: float
     block_p_values: list[float]
     block_statistics: list[float]
     calibration_blocks: int
+    min_p_value: float
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -231,7 +234,8 @@ class Auditor:
         audited = _block_statistics(self.lm, [ids] * len(opened), [list(b) for b in opened])
         p = rank_p_values(audited, self.null_statistics)
         combined = min(1.0, len(opened) * float(p.min()))
-        return AuditResult(combined, p.tolist(), audited.tolist(), int(self.null_statistics.numel()))
+        n = int(self.null_statistics.numel())
+        return AuditResult(combined, p.tolist(), audited.tolist(), n, min(1.0, len(opened) / (n + 1)))
 
 
 def audit(lm: LM, prompt: str | Sequence[int], opened: Sequence[Sequence[int]],

@@ -123,3 +123,9 @@ def test_bad_input_is_a_typed_error(trained):
         audit(trained.lm, "", [[5]], [("", [5, 6, 7])], width=0)
     with pytest.raises(dl.InvalidOption, match="kind"):
         inflate([1, 2], 0.5, kind="other", vocab_size=10)
+
+
+def test_min_p_value_is_the_resolution_of_the_bonferroni_rank_test(genuine):
+    r = genuine[0]
+    assert r.min_p_value == pytest.approx(min(1.0, BLOCKS / (r.calibration_blocks + 1)))
+    assert all(g.p_value >= g.min_p_value - 1e-12 for g in genuine)
