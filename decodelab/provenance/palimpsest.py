@@ -1,8 +1,8 @@
 """Palimpsestic membership inference: is model B derived from model A, whose training data came in a
 known random order?
 
-Paper: Kuditipudi, Huang, Zhu, Hashimoto, Liang et al. 2025, *Blackbox model provenance via
-palimpsestic membership inference*. Models memorise what they saw last more than what they saw
+Paper: Kuditipudi, Huang, Zhu, Yang, Potts and Liang 2025, *Blackbox model provenance via
+palimpsestic membership inference* (arXiv 2510.19796). Models memorise what they saw last more than what they saw
 first (training is a palimpsest). If Alice trained A on examples in an order she drew at random, a
 model B derived from A (fine-tuned, distilled, or A itself) keeps that trace: B's log-likelihood of
 Alice's examples rises with their position in her order. If B is independent of A's training run
