@@ -34,10 +34,10 @@ def render() -> str:
     from decodelab.decoding.detokenize import MAX_STOP_CHARS, MAX_STOP_STRINGS
     from decodelab.decoding.generate import MAX_BATCH_ROWS, GenerationOptions
     from decodelab.models import MAX_MODEL_NAME_CHARS
+    from decodelab.provenance.texts import MAX_TEXT_CHARS, MAX_TEXTS
     from decodelab.sampling.config import MAX_LOGIT_BIAS, SamplingConfig
     from decodelab.sampling.options import option_specs
     from decodelab.server import ServerConfig
-    from decodelab.provenance.texts import MAX_TEXT_CHARS, MAX_TEXTS
     from decodelab.server.provenance import MAX_SERVER_TEXT_CHARS, MAX_SERVER_TEXTS
     from decodelab.server.schemas import MAX_CONSTRAINT_CHARS
     from decodelab.speculative.tree_shape import MAX_TREE_NODES

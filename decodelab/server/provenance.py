@@ -1,10 +1,12 @@
-"""`POST /v1/decodelab/provenance/mia` and `/v1/decodelab/provenance/identifiers`: the provenance
-tests over HTTP, with the same option names, bounds and defaults as Python and the CLI (the fields
-are derived from `MiaOptions` / `IdentifierOptions`).
+"""`POST /v1/decodelab/provenance/mia`, `/identifiers` and `/palimpsest`: the provenance tests over
+HTTP, with the same option names, bounds and defaults as Python and the CLI (the fields are derived
+from `MiaOptions` / `IdentifierOptions` / `PalimpsestOptions`). Fingerprint search (a forward per
+vocabulary token) and the CoIn audit (proof files) are Python and CLI only.
 
 Example request bodies:
     {"candidates": ["a text"], "reference": ["a non-member", "another"], "method": "mink", "k": 0.2}
     {"identifiers": ["alpha beta gamma delta"], "kind": "words", "length": 4, "alternatives": 999}
+    {"texts": ["first trained", "second", "third"], "reference_model": "base", "resamples": 9999}
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from ..models.lm import LM
 from ..provenance.identifiers import IdentifierOptions, detect_identifiers
 from ..provenance.mia import MiaOptions, mia
+from ..provenance.palimpsest import PalimpsestOptions, palimpsest
 from ..sampling.options import option_specs
 from .schemas import _field, _Strict, error_responses
 
@@ -46,6 +49,14 @@ IdentifierRequest = create_model(
     model=(str | None, Field(None, description="a served model id")),
     identifiers=_texts("identifiers to test (drawn with the given kind and length)"),
     **{s.name: _field(s) for s in option_specs(IdentifierOptions)},
+)
+
+PalimpsestRequest = create_model(
+    "PalimpsestRequest", __base__=_Strict,
+    model=(str | None, Field(None, description="a served model id: the model under test")),
+    texts=_texts("the training examples in their (random) training order, first trained first"),
+    reference_model=(str | None, Field(None, description="a served model id independent of that training run")),
+    **{s.name: _field(s) for s in option_specs(PalimpsestOptions)},
 )
 
 
@@ -84,6 +95,17 @@ def add_provenance_routes(app: FastAPI, models: dict[str, LM], resolve_model: Ca
                                               **_options(body, IdentifierOptions))
         return {"object": "list", "data": [r.as_dict() for r in results]}
 
+    async def provenance_palimpsest(body: Any) -> dict[str, Any]:
+        lm = models[resolve_model(body.model)]
+        reference = models[resolve_model(body.reference_model)] if body.reference_model else None
+        _check_sizes(body.texts)
+        async with one_at_a_time:
+            result = await run_in_threadpool(palimpsest, lm, body.texts, reference=reference,
+                                             **_options(body, PalimpsestOptions))
+        return result.as_dict()
+
+    provenance_palimpsest.__annotations__["body"] = PalimpsestRequest
+    app.post("/v1/decodelab/provenance/palimpsest", responses=errors)(provenance_palimpsest)
     provenance_mia.__annotations__["body"] = MiaRequest
     provenance_identifiers.__annotations__["body"] = IdentifierRequest
     app.post("/v1/decodelab/provenance/mia", responses=errors)(provenance_mia)

@@ -52,3 +52,15 @@ def test_bad_requests_are_4xx_json(client, route, bad):
     reply = client.post(f"/v1/decodelab/provenance/{route}", json=bad)
     assert 400 <= reply.status_code < 500, reply.text
     assert "error" in reply.json() and "message" in reply.json()["error"]
+
+
+def test_palimpsest_route_matches_python(trained, client):
+    body = {"texts": trained.members[:20], "resamples": 99, "seed": 3}
+    reply = client.post("/v1/decodelab/provenance/palimpsest", json=body)
+    assert reply.status_code == 200, reply.text
+    expected = dl.provenance.palimpsest(trained.lm, trained.members[:20], resamples=99, seed=3)
+    assert reply.json()["p_value"] == pytest.approx(expected.p_value)
+    for bad in ({"texts": ["a", "b"]}, {"texts": trained.members[:5], "resamples": 0},
+                {"texts": trained.members[:5], "reference_model": "nope"}):
+        reply = client.post("/v1/decodelab/provenance/palimpsest", json=bad)
+        assert 400 <= reply.status_code < 500 and "error" in reply.json(), reply.text
