@@ -229,16 +229,16 @@ def part_palimpsest(args) -> None:
         random_orders += [spearman_permutation_test(scores[torch.randperm(n, generator=gen)], 999, s)[1]
                           for s in range(50)]
         print(f"seed {seed} done, {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    result = {"setup": {"model": "tiny-random char Llama (2 layers, width 64), one epoch in Alice's order",
-                        "examples": n, "seeds": args.seeds, "resamples": 999,
-                        "derived": "Alice's model fine-tuned one epoch on 60 other texts (lr 1e-3)",
-                        "reference": "same data in another random order (subtracted log-likelihoods)",
-                        "seconds": round(time.perf_counter() - start, 1)},
-              "power_alice": rates(out["alice"]), "power_alice_no_reference": rates(out["alice_no_reference"]),
-              "power_derived": rates(out["derived"]), "null_independent_model": rates(out["independent"]),
-              "null_random_orders": rates(random_orders)}
-    write("palimpsest", result, {"independent models": out["independent"], "random orders": random_orders},
-          "Palimpsest p-values under the null")
+        result = {"setup": {"model": "tiny-random char Llama (2 layers, width 64), one epoch in Alice's order",
+                            "examples": n, "seeds": seed + 1, "resamples": 999,
+                            "derived": "Alice's model fine-tuned one epoch on 60 other texts (lr 1e-3)",
+                            "reference": "same data in another random order (subtracted log-likelihoods)",
+                            "seconds": round(time.perf_counter() - start, 1)},
+                  "power_alice": rates(out["alice"]), "power_alice_no_reference": rates(out["alice_no_reference"]),
+                  "power_derived": rates(out["derived"]), "null_independent_model": rates(out["independent"]),
+                  "null_random_orders": rates(random_orders)}
+        write("palimpsest", result, {"independent models": out["independent"], "random orders": random_orders},
+              "Palimpsest p-values under the null")
 
 
 def part_coin(args) -> None:
