@@ -131,9 +131,11 @@ def part_mia_smol(args) -> None:
     reference = texts[args.members:args.members + args.reference]
     null_cands = texts[args.members + args.reference:args.members + 2 * args.reference]
     lm = dl.load(args.model, weights="fp32", cache=False)
+    print(f"loaded {args.model}", file=sys.stderr)
     start = time.perf_counter()
     losses = dl.provenance.train_on_texts(lm, members, epochs=args.epochs, batch_size=8, lr=args.lr, progress=True)
     train_s = time.perf_counter() - start
+    print(f"trained: {len(losses)} steps in {train_s:.0f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}", file=sys.stderr)
     methods = ("loss", "zlib", "mink", "icp")
     null, out = {}, {}
     for m in methods:
