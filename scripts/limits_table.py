@@ -34,9 +34,11 @@ def render() -> str:
     from decodelab.decoding.detokenize import MAX_STOP_CHARS, MAX_STOP_STRINGS
     from decodelab.decoding.generate import MAX_BATCH_ROWS, GenerationOptions
     from decodelab.models import MAX_MODEL_NAME_CHARS
+    from decodelab.provenance.texts import MAX_TEXT_CHARS, MAX_TEXTS
     from decodelab.sampling.config import MAX_LOGIT_BIAS, SamplingConfig
     from decodelab.sampling.options import option_specs
     from decodelab.server import ServerConfig
+    from decodelab.server.provenance import MAX_SERVER_TEXT_CHARS, MAX_SERVER_TEXTS
     from decodelab.server.schemas import MAX_CONSTRAINT_CHARS
     from decodelab.speculative.tree_shape import MAX_TREE_NODES
     from decodelab.text import MAX_TEXT_FILE_CHARS
@@ -77,6 +79,9 @@ def render() -> str:
         "| `json_schema` | a mapping or its JSON text; the schema must compile |",
         f"| draft trees (`branching`, `nodes`) | at most {MAX_TREE_NODES} nodes per row |",
         f"| model name or path | at most {MAX_MODEL_NAME_CHARS} characters |",
+        f"| provenance text sets (`--candidates`, `--reference`, ...: JSON lines `{{\"text\"}}`) | non-empty, at most "
+        f"{MAX_TEXTS} texts of at most {MAX_TEXT_CHARS} characters each, each within the model's context "
+        f"(server: at most {MAX_SERVER_TEXTS} texts of {MAX_SERVER_TEXT_CHARS} characters per list) |",
         f"| HTTP request body | at most {server.max_body_bytes} bytes; a JSON object |",
         f"| server time per request | {server.timeout:g} s (queueing included); a cut generation keeps its text and "
         "ends with `finish_reason: \"timeout\"` |",
@@ -90,6 +95,11 @@ def render() -> str:
     lines += _rows("generate", option_specs(GenerationOptions))
     for m in dl.methods():
         lines += _rows(f"{m.slot}: {m.name}", m.option_specs())
+    from decodelab.provenance import CoinOptions, IdentifierOptions, MiaOptions, PalimpsestOptions
+
+    for owner, cls in (("provenance: mia", MiaOptions), ("provenance: identifiers", IdentifierOptions),
+                       ("provenance: palimpsest", PalimpsestOptions), ("provenance: coin", CoinOptions)):
+        lines += _rows(owner, option_specs(cls))
     lines.append("")
     return "\n".join(lines)
 

@@ -44,6 +44,7 @@ from ..sampling.config import SamplingConfig
 from . import metrics
 from .engine import Engine, Job, batch_key, check_request, constraint_fields
 from .errors import APIError, error_body, error_response, from_exception
+from .provenance import add_provenance_routes
 from .schemas import build_request_models, error_responses
 from .watermark import add_watermark_routes
 
@@ -290,6 +291,7 @@ def create_app(models: dict[str, LM], config: ServerConfig | None = None, *,
     app.post("/v1/completions", responses=generation_errors)(completions)
     app.post("/v1/chat/completions", responses=generation_errors)(chat_completions)
     add_watermark_routes(app, models, resolve_model)
+    add_provenance_routes(app, models, resolve_model)
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
