@@ -137,11 +137,11 @@ def run_tokenizer_command(args: argparse.Namespace) -> int:
 
     lm = load(args.model, weights=args.weights)
     if args.tokenizer_command == "digits":
-        from .digits import digits
+        from .digit_grouping import digits
 
         report = digits(lm, progress=not args.no_progress, **_options(args, DigitsOptions))
     else:
-        from .charbench import charbench
+        from .char_suite import charbench
 
         report = charbench(lm, progress=not args.no_progress, **_options(args, CharbenchOptions))
     print(json.dumps(report.as_dict(), indent=1) if args.json else report.table())
