@@ -40,6 +40,9 @@ def render() -> str:
     from decodelab.server.schemas import MAX_CONSTRAINT_CHARS
     from decodelab.speculative.tree_shape import MAX_TREE_NODES
     from decodelab.text import MAX_TEXT_FILE_CHARS
+    from decodelab.tokenizer.corpora import MAX_CATEGORY_CHARS
+    from decodelab.tokenizer.mixture import MAX_CATEGORIES, MAX_CONSTRAINTS, MAX_MIX_CHARS
+    from decodelab.tokenizer.options import CharbenchOptions, DigitsOptions, MixtureOptions
     from decodelab.watermark.keys import MAX_KEY_BITS, MAX_KEY_CHARS
 
     server = ServerConfig()
@@ -77,6 +80,8 @@ def render() -> str:
         "| `json_schema` | a mapping or its JSON text; the schema must compile |",
         f"| draft trees (`branching`, `nodes`) | at most {MAX_TREE_NODES} nodes per row |",
         f"| model name or path | at most {MAX_MODEL_NAME_CHARS} characters |",
+        f"| `tokenizer mixture` categories | 2 to {MAX_CATEGORIES}; each a UTF-8 text file (or texts) of at most "
+        f"{MAX_CATEGORY_CHARS} characters with at least two pieces of text; `--train-chars` at most {MAX_MIX_CHARS}; `num_merges` x `top_pairs` x categories at most {MAX_CONSTRAINTS} |",
         f"| HTTP request body | at most {server.max_body_bytes} bytes; a JSON object |",
         f"| server time per request | {server.timeout:g} s (queueing included); a cut generation keeps its text and "
         "ends with `finish_reason: \"timeout\"` |",
@@ -90,6 +95,9 @@ def render() -> str:
     lines += _rows("generate", option_specs(GenerationOptions))
     for m in dl.methods():
         lines += _rows(f"{m.slot}: {m.name}", m.option_specs())
+    for owner, cls in (("tokenizer mixture", MixtureOptions), ("tokenizer digits", DigitsOptions),
+                       ("tokenizer charbench", CharbenchOptions)):
+        lines += _rows(owner, option_specs(cls))
     lines.append("")
     return "\n".join(lines)
 

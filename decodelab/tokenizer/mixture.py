@@ -46,6 +46,7 @@ from .corpora import Category
 MAX_TOP_PAIRS = 1000
 MAX_CATEGORIES = 64
 MAX_MIX_CHARS = 50_000_000
+MAX_CONSTRAINTS = 2_000_000  # num_merges x top_pairs x categories, at most: bounds the LP's memory
 
 
 class MergeReplay:
@@ -110,6 +111,9 @@ def _check(categories: Mapping[str, Category], num_merges: int, top_pairs: int) 
         raise InvalidOption(f"num_merges must be in [1, {MAX_MERGES}], got {num_merges}", param="num_merges")
     if not 1 <= top_pairs <= MAX_TOP_PAIRS:
         raise InvalidOption(f"top_pairs must be in [1, {MAX_TOP_PAIRS}], got {top_pairs}", param="top_pairs")
+    if num_merges * top_pairs * len(categories) > MAX_CONSTRAINTS:
+        raise InvalidOption(f"num_merges x top_pairs x categories ({num_merges} x {top_pairs} x {len(categories)}) "
+                            f"exceeds {MAX_CONSTRAINTS} constraints; lower num_merges or top_pairs", param="num_merges")
 
 
 def infer_mixture(tokenizer: Any, categories: Mapping[str, Category], *, num_merges: int = 1000,

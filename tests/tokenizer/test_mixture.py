@@ -95,6 +95,8 @@ def test_mixture_api_checks_options_and_categories(tmp_path, cats):
         dl.tokenizer.mixture(tok, ["english", "python"], num_merges=0, progress=False)
     with pytest.raises(dl.InvalidOption, match="top_pairs"):
         dl.tokenizer.mixture(tok, ["english", "python"], top_pairs=10**6, progress=False)
+    with pytest.raises(dl.InvalidOption, match="exceeds"):
+        dl.tokenizer.mixture(tok, ["english", "python"], num_merges=100_000, top_pairs=1000, progress=False)
     with pytest.raises(dl.InvalidOption, match="unknown option"):
         dl.tokenizer.mixture(tok, ["english", "python"], merges_count=3, progress=False)
     with pytest.raises(dl.InvalidOption, match="unknown built-in"):

@@ -5,20 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from surfaces import run_cli
 
-from decodelab.cli import main
 from decodelab.tokenizer import builtin_categories, mixed_texts, train_bpe
 
 SMALL = ["--num-merges", "100", "--max-chars", "300000", "--no-progress"]
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse's refusal of a flag's value
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def test_mixture_train_and_infer(capsys):
