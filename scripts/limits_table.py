@@ -41,7 +41,7 @@ def render() -> str:
     from decodelab.speculative.tree_shape import MAX_TREE_NODES
     from decodelab.text import MAX_TEXT_FILE_CHARS
     from decodelab.tokenizer.corpora import MAX_CATEGORY_CHARS
-    from decodelab.tokenizer.mixture import MAX_CATEGORIES, MAX_CONSTRAINTS, MAX_MIX_CHARS
+    from decodelab.tokenizer.mixture_lp import MAX_CATEGORIES, MAX_CONSTRAINTS, MAX_MIX_CHARS
     from decodelab.tokenizer.options import CharbenchOptions, DigitsOptions, MixtureOptions
     from decodelab.watermark.keys import MAX_KEY_BITS, MAX_KEY_CHARS
 

@@ -10,7 +10,7 @@ from .bpe import merges_of, train_bpe, word_counts
 from .char_suite import CharbenchReport, charbench, make_items
 from .corpora import Category, builtin_categories, file_category, word_frequencies
 from .digit_grouping import DigitsReport, digit_tokens, digits, group_digits, problems
-from .mixture import MixtureResult, infer_mixture, mean_absolute_error, mixed_texts, random_proportions
+from .mixture_lp import MixtureResult, infer_mixture, mean_absolute_error, mixed_texts, random_proportions
 from .options import CharbenchOptions, DigitsOptions, MixtureOptions
 
 __all__ = ["mixture", "merges_of", "train_bpe", "word_counts", "Category", "builtin_categories", "file_category",

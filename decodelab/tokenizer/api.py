@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import InvalidOption
 from ..sampling.options import check_options
 from .corpora import BUILTIN, Category, builtin_categories, category, file_category
-from .mixture import MixtureResult, infer_mixture
+from .mixture_lp import MixtureResult, infer_mixture
 from .options import MixtureOptions
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import InvalidOption
 from ..sampling.options import add_flags, bounded_number, option_specs
 from .corpora import BUILTIN
-from .mixture import MAX_MIX_CHARS
+from .mixture_lp import MAX_MIX_CHARS
 from .options import CharbenchOptions, DigitsOptions, MixtureOptions
 
 
@@ -84,7 +84,7 @@ def _categories(args: argparse.Namespace) -> Any:
 def _mixture(args: argparse.Namespace) -> dict[str, Any]:
     from .api import mixture, resolve_categories
     from .bpe import train_bpe
-    from .mixture import mean_absolute_error, mixed_texts
+    from .mixture_lp import mean_absolute_error, mixed_texts
 
     options = _options(args, MixtureOptions)
     cats = resolve_categories(_categories(args), options.get("max_chars", MixtureOptions().max_chars))

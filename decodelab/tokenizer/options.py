@@ -14,7 +14,7 @@ from typing import Literal
 from ..sampling.options import option
 from .bpe import MAX_MERGES
 from .corpora import MAX_CATEGORY_CHARS
-from .mixture import MAX_TOP_PAIRS
+from .mixture_lp import MAX_TOP_PAIRS
 
 MAX_PROBLEMS = 1000  # model generations per direction/task: bounds the run time
 MAX_DIGITS = 30

@@ -17,7 +17,7 @@ run = run_cli
 
 def test_mixture_train_and_infer(capsys):
     code, out, _ = run(capsys, "tokenizer", "mixture", "--train", "english=0.25,python=0.75", "--builtin",
-                       "english,python", "--train-chars", "40000", "--json", *SMALL)
+                       "english,python", "--train-chars", "100000", "--json", *SMALL)
     result = json.loads(out)
     assert code == 0 and result["true_proportions"] == {"english": 0.25, "python": 0.75}
     assert result["mean_absolute_error"] < 0.1 and result["merges_used"] == 100

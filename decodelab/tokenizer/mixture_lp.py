@@ -11,11 +11,13 @@ chosen, m_t, satisfies for every other pair p
     sum_i alpha_i * c_i^(t)(p)  <=  sum_i alpha_i * c_i^(t)(m_t)
 
 where c_i^(t) are pair counts (per byte) in a sample of category i after replaying merges 1..t-1 on
-it. Samples are finite and merges tie, so each step gets a slack v_t >= 0 and the program minimises
-sum_t v_t over alpha in the simplex. Exact: the replay of the merges and the LP. Approximate: the
-category samples stand in for the unknown training text, and (as in the paper) only the pairs most
-frequent in some category at step t get a constraint (`top_pairs` per category): the others are far
-from being merged.
+it. Samples are finite and merges tie, so the constraints are relaxed as in the paper: a slack v_t
+per merge step and a slack v_p per rival pair (a pair the samples over-represent at every step),
+and the program minimises sum_t v_t + sum_p v_p over alpha in the simplex. Exact: the replay of
+the merges (tests check it against the trainer) and the LP. Approximate: the category samples stand
+in for the unknown training text, and (as in the paper) only the pairs most frequent in some
+category at step t get a constraint (`top_pairs` per category): the others are far from being
+merged.
 
 Example:
     >>> from decodelab.tokenizer import builtin_categories, mixed_texts, train_bpe, infer_mixture
@@ -124,9 +126,6 @@ def infer_mixture(tokenizer: Any, categories: Mapping[str, Category], *, num_mer
 
     `tokenizer` gives the pre-tokenizer (and the merges unless `merges` is given: a negative control
     passes a shuffled list). `progress(done, total)` is called as merges are replayed."""
-    from scipy.optimize import linprog
-    from scipy.sparse import csr_matrix
-
     _check(categories, num_merges, top_pairs)
     start = time.perf_counter()
     names = list(categories)
@@ -136,35 +135,49 @@ def infer_mixture(tokenizer: Any, categories: Mapping[str, Category], *, num_mer
     n, steps = len(names), len(merges)
     rows: list[np.ndarray] = []
     row_step: list[int] = []
+    row_pair: list[int] = []
+    pair_ids: dict[tuple[str, str], int] = {}
     for t, merge in enumerate(merges):
         chosen = np.array([r.pairs.get(merge, 0) for r in replays], dtype=float)
         rivals = {p for r in replays for p in r.top(top_pairs)} - {merge}
         for pair in rivals:
             rows.append((np.array([r.pairs.get(pair, 0) for r in replays], dtype=float) - chosen) * scale)
             row_step.append(t)
+            row_pair.append(pair_ids.setdefault(pair, len(pair_ids)))
         for r in replays:
             r.apply(merge)
         if progress is not None:
             progress(t + 1, steps)
     if not rows:
         raise InvalidOption("no merge-order constraints: the category samples share no token pairs", param="categories")
-    coef = np.stack(rows)
-    m = len(rows)
-    # variables: alpha (n) then one slack per merge step; constraint: coef @ alpha - v_t <= 0
-    data = np.concatenate([coef.ravel(), -np.ones(m)])
-    cols = np.concatenate([np.tile(np.arange(n), m), n + np.array(row_step)])
-    indices_rows = np.concatenate([np.repeat(np.arange(m), n), np.arange(m)])
-    a_ub = csr_matrix((data, (indices_rows, cols)), shape=(m, n + steps))
-    cost = np.concatenate([np.zeros(n), np.ones(steps)])
-    a_eq = csr_matrix(np.concatenate([np.ones(n), np.zeros(steps)])[None, :])
-    solution = linprog(cost, A_ub=a_ub, b_ub=np.zeros(m), A_eq=a_eq, b_eq=[1.0],
-                       bounds=[(0, 1)] * n + [(0, None)] * steps, method="highs")
-    if solution.status != 0:
-        raise InvalidOption(f"the linear program failed: {solution.message}", param="categories")
+    solution = _solve(np.stack(rows), np.array(row_step), np.array(row_pair), steps, len(pair_ids))
     alpha = np.clip(solution.x[:n], 0, None)
     alpha = alpha / alpha.sum()
-    return MixtureResult({name: float(a) for name, a in zip(names, alpha)}, steps, m, float(solution.fun),
+    return MixtureResult({name: float(a) for name, a in zip(names, alpha)}, steps, len(rows), float(solution.fun),
                          time.perf_counter() - start)
+
+
+def _solve(coef: np.ndarray, row_step: np.ndarray, row_pair: np.ndarray, steps: int, pairs: int) -> Any:
+    """min sum_t v_t + sum_p v_p  s.t.  coef[row] @ alpha <= v_t(row) + v_p(row), alpha in the simplex.
+
+    Variables: alpha (n), one slack per merge step, one per rival pair (a pair that the category
+    samples over-represent throughout, rather than at one step)."""
+    from scipy.optimize import linprog
+    from scipy.sparse import csr_matrix
+
+    m, n = coef.shape
+    width = n + steps + pairs
+    data = np.concatenate([coef.ravel(), -np.ones(2 * m)])
+    rows = np.concatenate([np.repeat(np.arange(m), n), np.arange(m), np.arange(m)])
+    cols = np.concatenate([np.tile(np.arange(n), m), n + row_step, n + steps + row_pair])
+    a_ub = csr_matrix((data, (rows, cols)), shape=(m, width))
+    cost = np.concatenate([np.zeros(n), np.ones(steps + pairs)])
+    a_eq = csr_matrix(np.concatenate([np.ones(n), np.zeros(steps + pairs)])[None, :])
+    solution = linprog(cost, A_ub=a_ub, b_ub=np.zeros(m), A_eq=a_eq, b_eq=[1.0],
+                       bounds=[(0, 1)] * n + [(0, None)] * (steps + pairs), method="highs")
+    if solution.status != 0:
+        raise InvalidOption(f"the linear program failed: {solution.message}", param="categories")
+    return solution
 
 
 def mixed_texts(categories: Mapping[str, Category], proportions: Mapping[str, float], total_chars: int,
