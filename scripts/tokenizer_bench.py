@@ -114,7 +114,7 @@ def run_model(args: argparse.Namespace) -> dict:
         report = dl.tokenizer.digits(lm, num_problems=args.num_problems, min_digits=args.min_digits,
                                      max_digits=args.max_digits, seed=args.seed)
     else:
-        report = dl.tokenizer.charbench(lm, num_words=args.num_words, seed=args.seed)
+        report = dl.tokenizer.charbench(lm, num_words=args.num_words, tasks=args.tasks, seed=args.seed)
         _bars(report, OUT / f"charbench_{_slug(args.model or 'smollm2-135m')}.png")
     out = report.as_dict()
     out["seconds"] = time.perf_counter() - start
@@ -134,7 +134,8 @@ def _bars(report, path: Path) -> None:
     for ax, feature in zip(np.atleast_1d(axes), features):
         chosen = [r for r in rows if r["feature"] == feature]
         tasks = list(dict.fromkeys(r["task"] for r in chosen))
-        buckets = list(dict.fromkeys(r["bucket"] for r in sorted(chosen, key=lambda r: r["bucket"])))
+        order = {"low": 0, "mid": 1, "high": 2, "false": 0, "true": 1}
+        buckets = sorted({r["bucket"] for r in chosen}, key=lambda b: (order.get(b, 0), b))
         width = 0.8 / max(len(tasks), 1)
         for k, task in enumerate(tasks):
             acc = {r["bucket"]: (r["accuracy"], r["n"]) for r in chosen if r["task"] == task}
@@ -150,6 +151,17 @@ def _bars(report, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def replot(path: Path) -> None:
+    """Redraw a charbench PNG from its JSON (items and features are stored there)."""
+    from decodelab.tokenizer.char_suite import CharbenchReport, Item
+
+    data = json.loads(path.read_text())
+    items = [Item(r["task"], r["word"], r["letter"], r["answer"], output=r["output"], correct=r["correct"],
+                  features={k: r[k] for k in ("word_tokens", "letter_spans_tokens", "letter_at_token_start",
+                                              "log_frequency") if k in r}) for r in data["items"]]
+    _bars(CharbenchReport(data["model"], data["options"], items), path.with_suffix(".png"))
 
 
 def main() -> int:
@@ -172,11 +184,17 @@ def main() -> int:
         p.add_argument("--min-digits", type=int, default=3)
         p.add_argument("--max-digits", type=int, default=7)
         p.add_argument("--num-words", type=int, default=40)
+        p.add_argument("--tasks", default="count,locate,spell")
+    sub.add_parser("replot").add_argument("json", type=Path, help="a charbench JSON written by this script")
     args = parser.parse_args()
+    if args.command == "replot":
+        replot(args.json)
+        return 0
     OUT.mkdir(parents=True, exist_ok=True)
     out = run_mixture(args) if args.command == "mixture" else run_model(args)
     tag = (f"mixture_{len(args.categories.split(','))}cats_{args.num_merges}merges" if args.command == "mixture"
-           else f"{args.command}_{_slug(args.model or 'smollm2-135m')}")
+           else f"digits_{_slug(args.model or 'smollm2-135m')}_{args.min_digits}-{args.max_digits}digits"
+           if args.command == "digits" else f"charbench_{_slug(args.model or 'smollm2-135m')}")
     path = OUT / f"{tag}.json"
     path.write_text(json.dumps(json_safe(out), indent=1))
     if args.command == "mixture":

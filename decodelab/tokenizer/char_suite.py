@@ -112,6 +112,12 @@ class CharbenchReport:
         chosen = [i for i in self.items if task is None or i.task == task]
         return sum(i.correct for i in chosen) / max(len(chosen), 1)
 
+    def majority_baseline(self, task: str) -> float:
+        """Accuracy of always giving the task's most common answer (a model that answers "1" to every
+        count question scores this much without reading the word)."""
+        answers = [i.answer for i in self.items if i.task == task]
+        return max(answers.count(a) for a in set(answers)) / len(answers) if answers else 0.0
+
     def by_feature(self) -> list[dict[str, Any]]:
         """Rows (task, feature, bucket, n, accuracy) for tokens per word, letter spanning tokens,
         letter at a token start and word-frequency terciles."""
@@ -132,6 +138,7 @@ class CharbenchReport:
     def as_dict(self) -> dict[str, Any]:
         return {"model": self.model, "options": self.options,
                 "accuracy": {t: self.accuracy(t) for t in dict.fromkeys(i.task for i in self.items)},
+                "majority_baseline": {t: self.majority_baseline(t) for t in dict.fromkeys(i.task for i in self.items)},
                 "by_feature": self.by_feature(),
                 "items": [{"task": i.task, "word": i.word, "letter": i.letter, "answer": i.answer, "output": i.output,
                            "correct": i.correct, **i.features} for i in self.items]}
@@ -141,6 +148,7 @@ class CharbenchReport:
         for task in dict.fromkeys(i.task for i in self.items):
             n = sum(i.task == task for i in self.items)
             lines.append(f"| {task} | all | all | {n} | {self.accuracy(task):.3f} |")
+            lines.append(f"| {task} | majority-answer baseline | all | {n} | {self.majority_baseline(task):.3f} |")
         lines += [f"| {r['task']} | {r['feature']} | {r['bucket']} | {r['n']} | {r['accuracy']:.3f} |"
                   for r in self.by_feature()]
         return "\n".join(lines)

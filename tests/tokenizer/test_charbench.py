@@ -22,6 +22,13 @@ def test_items_have_correct_answers():
             assert item.answer.replace("-", "") == item.word
 
 
+def test_majority_baseline():
+    from decodelab.tokenizer.char_suite import CharbenchReport
+
+    items = [Item("count", w, "a", a) for w, a in (("aa", "2"), ("ab", "1"), ("ba", "1"), ("ca", "1"))]
+    assert CharbenchReport("m", {}, items).majority_baseline("count") == 0.75
+
+
 def test_checking_answers():
     assert Item("spell", "cat", "", "c-a-t").check("C - A - T")
     assert not Item("spell", "cat", "", "c-a-t").check("c-a-t-s")

@@ -46,7 +46,7 @@ def test_digits_and_charbench_on_tiny_model(capsys):
     assert code == 0 and set(json.loads(out)["accuracy"]) == {"l2r", "r2l"}
     code, out, _ = run(capsys, "tokenizer", "charbench", "--model", "tiny-random", "--num-words", "2",
                        "--tasks", "locate", "--no-progress")
-    assert code == 0 and "| locate | all | all | 2 |" in out
+    assert code == 0 and "| locate | all | all | 2 |" in out and "majority-answer baseline" in out
 
 
 @pytest.mark.parametrize("argv", [
