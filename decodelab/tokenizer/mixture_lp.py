@@ -57,7 +57,9 @@ class MergeReplay:
     def __init__(self, words: Counter[str]):
         self.words = [list(w) for w in words]
         self.freq = list(words.values())
-        self.bytes = sum(len(w.encode("utf-8")) * f for w, f in words.items()) or 1
+        # one symbol of a byte-level word is one byte of the text (the alphabet's characters, such as
+        # "Ġ" for a space, are not themselves one UTF-8 byte)
+        self.bytes = sum(len(w) * f for w, f in words.items()) or 1
         self.pairs: Counter[tuple[str, str]] = Counter()
         self.where: dict[tuple[str, str], set[int]] = defaultdict(set)
         for index, (symbols, f) in enumerate(zip(self.words, self.freq)):
