@@ -1,7 +1,7 @@
 """decodelab: token-level inference with causal language models."""
 
 # the families register their methods on import (decodelab.decoding.method)
-from . import attribution, bytes, constrain, lossy, provenance, search, strategies, uncertainty, watermark  # noqa: A004 (dl.bytes is the byte-level family)
+from . import attribution, bytes, constrain, lossy, provenance, search, strategies, tokenizer, uncertainty, watermark  # noqa: A004 (dl.bytes is the byte-level family)
 from . import speculative as spec  # noqa: E402
 from .attribution import attribute, compress, critical_tokens
 from .bytes.fim import fim
@@ -28,5 +28,5 @@ __all__ = [
     "generate", "stream", "GenerationOutput", "GenerationStats", "TokenRecord", "KeyedNoise", "SamplingConfig", "spec",
     "constrain", "search", "strategies", "watermark", "compose", "methods", "counterfactual",
     "uncertainty", "score", "cascade", "attribution", "attribute", "compress", "critical_tokens",
-    "bytes", "fim", "lossy", "provenance",
+    "bytes", "fim", "lossy", "provenance", "tokenizer",
 ]

@@ -297,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("decodelab.attribution.cli", "add_compress_parser", "run_attribute_command"),
         ("decodelab.bytes.cli", "add_bytes_parser", "run_bytes_command"),
         ("decodelab.provenance.cli", "add_provenance_parser", "run_provenance_command"),
+        ("decodelab.tokenizer.cli", "add_tokenizer_parser", "run_tokenizer_command"),
     ):
         _add_optional(sub, module, adder, runner)
     return parser

@@ -42,6 +42,9 @@ def render() -> str:
     from decodelab.server.schemas import MAX_CONSTRAINT_CHARS
     from decodelab.speculative.tree_shape import MAX_TREE_NODES
     from decodelab.text import MAX_TEXT_FILE_CHARS
+    from decodelab.tokenizer.corpora import MAX_CATEGORY_CHARS
+    from decodelab.tokenizer.mixture_lp import MAX_CATEGORIES, MAX_CONSTRAINTS, MAX_MIX_CHARS
+    from decodelab.tokenizer.options import CharbenchOptions, DigitsOptions, MixtureOptions
     from decodelab.watermark.keys import MAX_KEY_BITS, MAX_KEY_CHARS
 
     server = ServerConfig()
@@ -82,6 +85,8 @@ def render() -> str:
         f"| provenance text sets (`--candidates`, `--reference`, ...: JSON lines `{{\"text\"}}`) | non-empty, at most "
         f"{MAX_TEXTS} texts of at most {MAX_TEXT_CHARS} characters each, each within the model's context "
         f"(server: at most {MAX_SERVER_TEXTS} texts of {MAX_SERVER_TEXT_CHARS} characters per list) |",
+        f"| `tokenizer mixture` categories | 2 to {MAX_CATEGORIES}; each a UTF-8 text file (or texts) of at most "
+        f"{MAX_CATEGORY_CHARS} characters with at least two pieces of text; `--train-chars` at most {MAX_MIX_CHARS}; `num_merges` x `top_pairs` x categories at most {MAX_CONSTRAINTS} |",
         f"| HTTP request body | at most {server.max_body_bytes} bytes; a JSON object |",
         f"| server time per request | {server.timeout:g} s (queueing included); a cut generation keeps its text and "
         "ends with `finish_reason: \"timeout\"` |",
@@ -98,7 +103,9 @@ def render() -> str:
     from decodelab.provenance import CoinOptions, IdentifierOptions, MiaOptions, PalimpsestOptions
 
     for owner, cls in (("provenance: mia", MiaOptions), ("provenance: identifiers", IdentifierOptions),
-                       ("provenance: palimpsest", PalimpsestOptions), ("provenance: coin", CoinOptions)):
+                       ("provenance: palimpsest", PalimpsestOptions), ("provenance: coin", CoinOptions),
+                       ("tokenizer mixture", MixtureOptions), ("tokenizer digits", DigitsOptions),
+                       ("tokenizer charbench", CharbenchOptions)):
         lines += _rows(owner, option_specs(cls))
     lines.append("")
     return "\n".join(lines)

@@ -52,3 +52,16 @@ def server_body(m: Method, options: dict) -> dict:
     """Request fields; a `draft` option names the served model "draft"."""
     return m.keywords({k: ("draft" if k == "draft" else list(v) if isinstance(v, tuple) else v)
                        for k, v in options.items()})
+
+
+def run_cli(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of `decodelab ARGV...` run in-process; argparse's refusals
+    (SystemExit) count as an exit status."""
+    from decodelab.cli import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -6,19 +6,12 @@ import json
 import math
 
 import pytest
-
-from decodelab.cli import main
+from surfaces import run_cli
 
 TINY = ["--model", "tiny-random"]
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:  # argparse's refusal of a flag's value
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run = run_cli
 
 
 def test_next_logprob_sample_heal(capsys):
