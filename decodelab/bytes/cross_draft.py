@@ -8,9 +8,11 @@ target tokens are the proposal. The proposal is a deterministic function of
 the context, so its draft law is a point mass: rejection sampling with q = 1 on the proposed
 token (as for prompt lookup) accepts token t with probability p(t) and resamples from p without
 t, which keeps the target's law exactly at any temperature, and greedy verification matches
-plain greedy decoding token for token. What is not done: using the draft's byte-level
-probabilities as q (higher acceptance under sampling), and reusing the draft's KV cache across
-steps (the draft re-reads the context at every proposal).
+plain greedy decoding token for token. The draft keeps its KV cache across proposals: the context
+is re-tokenized with the draft's tokenizer at every step (token boundaries near the end may move
+as text is added), and only the tokens after the longest prefix it already holds are forwarded.
+What is not done: using the draft's byte-level probabilities as q (higher acceptance under
+sampling).
 
 Example:
     >>> import decodelab as dl
@@ -35,9 +37,12 @@ class CrossVocabDraft:
 
     def __init__(self, draft: LM, k: int):
         self.draft, self.k = draft, k
+        self.seq: Sequence | None = None  # the draft's tokens and KV cache, one row per active row
+        self.reused_tokens = 0  # draft tokens whose cache entries a proposal did not recompute
 
     def start(self, state: DecodeState) -> None:
         self.target = state.lm
+        self.seq = None
 
     def propose(self, state: DecodeState, budget: list[int]) -> Proposal:
         rows = len(budget)
@@ -59,8 +64,8 @@ class CrossVocabDraft:
         """Greedy draft continuations (as text) of each row's context."""
         tok = self.draft.tokenizer
         rows = [list(tok(t, add_special_tokens=False)["input_ids"]) or [self.draft.pad_token_id] for t in texts]
-        seq = Sequence(self.draft, rows)
-        logits = seq.prefill()
+        logits = self._logits_after(rows)
+        seq = self.seq
         out: list[list[int]] = [[] for _ in rows]
         for j in range(steps):
             chosen = logits.argmax(-1)
@@ -73,6 +78,26 @@ class CrossVocabDraft:
             ends = [i for i, t in enumerate(ids) if t in self.draft.eos_token_ids]
             texts_out.append(self.draft.decode(ids[: ends[0]] if ends else ids, skip_special_tokens=True))
         return texts_out
+
+    def _logits_after(self, rows: list[list[int]]) -> torch.Tensor:
+        """The draft's next-token logits [B, V] after each row, forwarding only what the cache lacks.
+
+        Each row keeps its longest common prefix with what the cache holds (at least one token is
+        forwarded again, for its logits); rows are rolled back to equal suffix lengths so that one
+        chain forward serves the batch. A fresh prefill when a row would keep nothing.
+        """
+        held = self.seq.ids if self.seq is not None and self.seq.batch_size == len(rows) else None
+        if held is not None:
+            common = [min(_common_prefix(h, r), len(r) - 1) for h, r in zip(held, rows)]
+            width = max(len(r) - c for r, c in zip(rows, common))
+            keep = [len(r) - width for r in rows]
+            if min(keep) >= 1:
+                self.seq.rollback([len(h) - k for h, k in zip(held, keep)])
+                self.reused_tokens += sum(keep)
+                suffix = torch.tensor([r[k:] for r, k in zip(rows, keep)], dtype=torch.long)
+                return self.seq.forward(suffix, last_only=True)[:, -1]
+        self.seq = Sequence(self.draft, rows)
+        return self.seq.prefill()
 
     def _target_ids(self, context: list[int], text: str, extra: str) -> list[int]:
         """Target tokens of the drafted text (the last may be a cut word: verification decides)."""
@@ -91,4 +116,13 @@ class CrossVocabDraft:
         return None
 
     def select_rows(self, rows: list[int]) -> None:
-        return None
+        if self.seq is not None:
+            self.seq.select_rows(rows)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
