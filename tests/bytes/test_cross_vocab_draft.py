@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from oracle import chi_square_pvalue, exact_continuations, sample_continuations
@@ -39,6 +41,9 @@ class ResampleFromTargetOnReject(RejectionSampling):
         return p
 
 
+@pytest.mark.skipif(os.environ.get("DECODELAB_TEST_WEIGHTS", "fp32") != "fp32",
+                    reason="bfloat16 activations: a multi-row verify rounds differently from a one-row step, "
+                           "so near-ties may break differently (greedy equality is claimed at fp32)")
 def test_cross_vocabulary_greedy_matches_plain(target, draft):
     big = dl.load("tiny-random", vocab_size=48, seed=0, init_std=0.3, num_layers=2)
     other = dl.load("tiny-random", vocab_size=40, seed=7, init_std=0.3, num_layers=1)
