@@ -10,7 +10,8 @@ law of `--length` generated tokens after a fixed prompt is computed exactly by e
 the method's own decisions), as is the target's law under plain sampling with the same sampler
 (temperature, top-k; off by default). Branches below `--min-mass` are dropped and their total mass
 reported (`dropped_mass`: a bound on the error of TV). TV = half the L1 distance; KL(method ||
-target) in nats (infinite, written null, if the method puts mass where the target has none). The exact
+target) in nats over the method's enumerated sequences, each with the target's exact probability
+(infinite, written null, if the method puts mass where the target's sampler has none: top-k). The exact
 `draft` method (speculative sampling) is the lossless reference. Nothing is sampled.
 """
 
@@ -48,7 +49,7 @@ def main() -> int:
         parser.error("--length must be 2, 3 or 4")
     import decodelab as dl
     from decodelab.bench.report import json_safe
-    from decodelab.lossy.law import NextLaws, kl_divergence, output_law, target_law, total_variation
+    from decodelab.lossy.law import NextLaws, kl_to_target, output_law, target_law, total_variation
     from decodelab.sampling import SamplingConfig
     from decodelab.speculative import derive_lm
 
@@ -63,7 +64,7 @@ def main() -> int:
         if method != "lossy-early-exit":
             options = {"draft": draft, **options}
         law, dropped = output_law(target, PROMPT, args.length, method, options, laws=laws, min_mass=args.min_mass)
-        return {"tv": total_variation(law, exact), "kl": kl_divergence(law, exact), "dropped_mass": dropped,
+        return {"tv": total_variation(law, exact), "kl": kl_to_target(law, target, PROMPT, laws), "dropped_mass": dropped,
                 "sequences": len(law), "seconds": round(time.perf_counter() - start, 2)}
 
     results = {"reference": {"method": "draft", **measure("draft", {"k": 2})}, "methods": {}}

@@ -226,6 +226,31 @@ def total_variation(a: Law, b: Law) -> float:
     return 0.5 * sum(abs(a.get(k, 0.0) - b.get(k, 0.0)) for k in set(a) | set(b))
 
 
+def sequence_probability(lm: LM, prompt: list[int], sequence: tuple[int, ...], laws: NextLaws) -> float:
+    """The target's exact probability of one continuation under `laws`' sampler (no pruning)."""
+    mass = 1.0
+    for i, token in enumerate(sequence):
+        mass *= float(laws(lm, prompt, tuple(sequence[:i]))[token])
+        if mass == 0.0:
+            break
+    return mass
+
+
+def kl_to_target(law: Law, lm: LM, prompt: list[int], laws: NextLaws) -> float:
+    """KL(law || target) in nats, with the target's probability of every sequence of `law` computed
+    exactly (`sequence_probability`), so that branches a pruned `target_law` dropped do not make it
+    infinite. Infinite only when `law` puts mass where the target's sampler has none (top-k, top-p)."""
+    total = 0.0
+    for sequence, pa in law.items():
+        if pa <= 0:
+            continue
+        pb = sequence_probability(lm, prompt, sequence, laws)
+        if pb <= 0:
+            return math.inf
+        total += pa * math.log(pa / pb)
+    return max(0.0, total)
+
+
 def kl_divergence(a: Law, b: Law) -> float:
     """KL(a || b) in nats: what taking a's samples for b's costs (inf if a leaves b's support)."""
     total = 0.0

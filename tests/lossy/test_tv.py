@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from decodelab.lossy.law import NextLaws, kl_divergence, output_law, target_law, total_variation
+from decodelab.lossy.law import NextLaws, kl_divergence, kl_to_target, output_law, target_law, total_variation
 from decodelab.sampling import SamplingConfig
 
 PROMPT = [1, 5, 6, 5, 6, 5]
@@ -77,3 +77,18 @@ def test_a_shared_law_cache_gives_the_laws_of_fresh_ones(target, laws):
         gc.collect()
         fresh, _ = output_law(target, PROMPT, 3, "lossy-early-exit", options, laws=NextLaws(SamplingConfig(**SAMPLER)))
         assert total_variation(shared, fresh) < FLOAT
+
+
+def test_kl_to_target_is_finite_under_pruning_and_equals_the_enumerated_kl(target, draft):
+    """Full support (no top-k): KL against the target's exact sequence probabilities equals KL
+    against its fully enumerated law, and stays finite when the target's enumeration is pruned
+    (where KL against the pruned law is infinite: the negative control)."""
+    full = NextLaws(SamplingConfig(temperature=0.8))
+    options = {"draft": draft, "k": 2, "neighbours": 4}
+    law, _ = output_law(target, PROMPT, 2, "lossy-relaxed", options, laws=full)
+    exact = target_law(target, PROMPT, 2, laws=full)
+    kl = kl_to_target(law, target, PROMPT, full)
+    assert kl == pytest.approx(kl_divergence(law, exact), rel=1e-6) and 0.01 < kl < 10
+    pruned = target_law(target, PROMPT, 2, laws=full, min_mass=1e-3)
+    assert kl_divergence(law, pruned) == float("inf")
+    assert kl_to_target(law, target, PROMPT, full) == pytest.approx(kl, rel=1e-9)
