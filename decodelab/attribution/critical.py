@@ -51,7 +51,7 @@ def critical_tokens(lm: LM, prompt: Prompt, output: str | list[int], *, contrast
     if not isinstance(other, LM):
         raise InvalidOption("contrast must be a model from decodelab.load()")
     a = score(lm, prompt, output, scores="logprob", chat=chat)
-    same_vocab = other is lm or other.tokenizer.get_vocab() == lm.tokenizer.get_vocab()
+    same_vocab = other is lm or other.shares_vocabulary(lm)
     b_output = a.token_ids if same_vocab else output
     b = score(other, contrast_prompt if contrast_prompt is not None else prompt, b_output, scores="logprob", chat=chat)
     if b.token_ids != a.token_ids:

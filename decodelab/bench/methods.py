@@ -310,9 +310,7 @@ def hf_generation_kwargs(lm: LM, settings: RunSettings) -> dict[str, Any]:
 
 
 def _same_vocabulary(a: LM, b: LM) -> bool:
-    if a.tokenizer is b.tokenizer:
-        return True
-    return len(a.tokenizer) == len(b.tokenizer) and a.tokenizer.get_vocab() == b.tokenizer.get_vocab()
+    return len(a.tokenizer) == len(b.tokenizer) and a.shares_vocabulary(b)
 
 
 def _hf_runner(lm: LM, *, prompt_lookup_num_tokens: int | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -55,6 +56,27 @@ class LM:
         """Width of the logits (may exceed the tokenizer's count of real tokens)."""
         head = self.model.get_output_embeddings()
         return int(getattr(head, "out_features", None) or head.weight.shape[0])
+
+    @cached_property
+    def vocabulary_digest(self) -> str:
+        """A digest of the tokenizer's token-to-id map, computed once per model (reading the map of a
+        150k-token tokenizer takes ~0.1 s, too slow to repeat on every request)."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for token, index in sorted(self.tokenizer.get_vocab().items(), key=lambda item: item[1]):
+            digest.update(f"{index}\x00{token}\x00".encode("utf-8", "surrogatepass"))
+        return digest.hexdigest()
+
+    def shares_vocabulary(self, other: LM) -> bool:
+        """Whether `other` maps the same tokens to the same ids (same tokenizer, or an equal copy).
+
+        Example:
+            >>> import decodelab as dl
+            >>> dl.load("tiny-random", vocab_size=64).shares_vocabulary(dl.load("tiny-random", vocab_size=64))
+            True
+        """
+        return other.tokenizer is self.tokenizer or other.vocabulary_digest == self.vocabulary_digest
 
     @property
     def context_length(self) -> int:

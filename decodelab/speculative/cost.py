@@ -36,9 +36,10 @@ from ..models.registry import cache_dir
 from .tree_shape import MAX_TREE_NODES, interpolated_cost
 
 # every size a chain or tree verify can have: a tree of MAX_TREE_NODES nodes plus the pending token
-COST_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, MAX_TREE_NODES + 1)
+# 5, 9, 13 and 17 open a new 4-row block of the packed int4/int8 kernels, where t(n) steps up
+COST_SIZES = (1, 2, 3, 4, 5, 6, 8, 9, 12, 13, 16, 17, 24, 32, 48, 64, 96, 128, 192, MAX_TREE_NODES + 1)
 BUSY_OTHERS_CPU = 0.15  # other processes used more than this share of the machine's CPU: "under load"
-_FORMAT = 2
+_FORMAT = 3
 
 log = logging.getLogger("decodelab")
 _MEMO: dict[str, dict[int, float]] = {}

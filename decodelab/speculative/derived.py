@@ -12,6 +12,7 @@ import copy
 import torch
 from torch import nn
 
+from ..engine.quantized_linear import ACTIVATION_DTYPE, Int4Linear, Int8Linear, quantize_int4, quantize_int8
 from ..errors import InvalidOption
 from ..models.lm import LM
 
@@ -20,24 +21,59 @@ class TrimmedHead(nn.Module):
     """An output head that scores only `token_ids`; every other token gets -inf.
 
     Exactness is the verifier's job: a draft that never proposes a token outside the subset
-    still leaves the target free to emit it (through the residual or bonus token).
+    still leaves the target free to emit it (through the residual or bonus token). A packed
+    (int4/int8) head stays packed: its subset rows are re-encoded at the same precision, so the
+    trimmed draft reads fewer bytes per token instead of more.
     """
 
     def __init__(self, head: nn.Module, token_ids: torch.Tensor, vocab_size: int):
         super().__init__()
-        weight = head.weight.detach()
-        self.register_buffer("token_ids", token_ids.to(weight.device, torch.long))
-        self.weight_subset = nn.Parameter(weight[self.token_ids].clone(), requires_grad=False)
         self.vocab_size = vocab_size
+        self.register_buffer("token_ids", token_ids.to(_module_device(head), torch.long))
+        self.weight_subset: nn.Parameter | None = None
+        self.packed_subset: nn.Module | None = None
+        if isinstance(head, (Int4Linear, Int8Linear)):
+            self.packed_subset = _packed_rows(head, self.token_ids)
+        else:
+            weight = head.weight.detach()
+            self.weight_subset = nn.Parameter(weight[self.token_ids].clone(), requires_grad=False)
 
     @property
     def weight(self) -> torch.Tensor:  # callers ask the head for its width
         return torch.empty(self.vocab_size, 0)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        scores = hidden.to(self.weight_subset.dtype) @ self.weight_subset.T  # bf16 hidden with int4/int8 heads
+        if self.packed_subset is not None:
+            scores = self.packed_subset(hidden)[..., : self.token_ids.numel()].float()
+        else:
+            scores = hidden.to(self.weight_subset.dtype) @ self.weight_subset.T
         out = torch.full((*hidden.shape[:-1], self.vocab_size), float("-inf"), dtype=scores.dtype, device=scores.device)
         return out.index_copy(-1, self.token_ids, scores)
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    tensor = next(iter([*module.parameters(), *module.buffers()]), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def _packed_rows(head: Int4Linear | Int8Linear, token_ids: torch.Tensor) -> nn.Module:
+    """The head's rows for `token_ids`, re-encoded at the head's precision (int4 rows padded with
+    zero rows to the kernel's multiple of 16; the caller drops the padding columns)."""
+    keeps_rows = isinstance(head, Int8Linear) or head.row_nibbles is not None
+    if keeps_rows:
+        rows = head.dequantize_rows(token_ids).float()
+    else:
+        # an untied int4 head keeps no row codes: multiply by a bfloat16 identity (the exact
+        # float32 `dequantize` takes minutes on a 150k-row head; bf16 rounding is harmless in a draft)
+        eye = torch.eye(head.in_features, dtype=ACTIVATION_DTYPE)
+        columns = head(eye) if head.bias is None else head(eye) - head.bias
+        rows = columns.T[token_ids].float()
+    if isinstance(head, Int8Linear):
+        return Int8Linear(*quantize_int8(rows))
+    padding = -rows.shape[0] % 16
+    if padding:
+        rows = torch.cat([rows, rows.new_zeros(padding, rows.shape[1])])
+    return Int4Linear(*quantize_int4(rows, head.group_size), head.group_size)
 
 
 def derive_lm(lm: LM, *, num_layers: int | None = None, layer_ids: list[int] | None = None,
@@ -84,4 +120,7 @@ def derive_lm(lm: LM, *, num_layers: int | None = None, layer_ids: list[int] | N
     if leftovers:
         raise RuntimeError(f"derived model kept meta tensors: {leftovers[:3]}")
     label = name or f"{lm.name}[layers={len(layer_ids)}{',trimmed' if token_ids is not None else ''}]"
-    return LM(model=derived, tokenizer=lm.tokenizer, name=label, chat=lm.chat, eos_token_ids=lm.eos_token_ids)
+    if hasattr(model, "_decodelab_dtype"):
+        derived._decodelab_dtype = model._decodelab_dtype
+    return LM(model=derived, tokenizer=lm.tokenizer, name=label, chat=lm.chat, eos_token_ids=lm.eos_token_ids,
+              weights=lm.weights, gguf_path=lm.gguf_path)

@@ -46,7 +46,7 @@ def check_same_vocabulary(target: LM, draft: LM) -> None:
             f"{target.vocab_size}; this method needs a draft that shares the target's tokenizer (the 'draft' "
             "method drafts across tokenizers)"
         )
-    if draft.tokenizer is not target.tokenizer and draft.tokenizer.get_vocab() != target.tokenizer.get_vocab():
+    if not target.shares_vocabulary(draft):
         raise VocabularyMismatch(
             f"draft '{draft.name}' and target '{target.name}' have different tokenizers; "
             "this method needs a draft that shares the target's vocabulary (the 'draft' method drafts across "

@@ -9,6 +9,7 @@ the target emit them through the residual or bonus token, so the output law is u
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Iterable
 
@@ -45,7 +46,7 @@ class VocabTrim(DraftModel):
                               dtype=torch.long).unique()
         if ids.numel() == 0 or int(ids.min()) < 0 or int(ids.max()) >= draft.vocab_size:
             raise InvalidOption(f"VocabTrim token ids must be a non-empty subset of 0..{draft.vocab_size - 1}")
-        super().__init__(derive_lm(draft, token_ids=ids), k=k, name="vocab-trim", **options)
+        super().__init__(_trimmed(draft, ids), k=k, name="vocab-trim", **options)
         self.token_ids = ids
 
     @classmethod
@@ -54,3 +55,14 @@ class VocabTrim(DraftModel):
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise InvalidOption(f"size must be a positive integer, got {size!r}")
         return cls(draft, frequent_tokens(draft, texts, size), k=k, **options)
+
+
+def _trimmed(draft: LM, token_ids: torch.Tensor) -> LM:
+    """The trimmed view of `draft`, built once per model and subset (re-encoding a packed
+    150k-row head takes seconds; a server builds the method for every request)."""
+    memo = draft.__dict__.setdefault("_decodelab_trimmed_heads", {})
+    key = hashlib.sha256(token_ids.numpy().tobytes()).hexdigest()
+    if key not in memo:
+        memo.clear()  # keep one subset per model: each holds a copy of its head rows
+        memo[key] = derive_lm(draft, token_ids=token_ids)
+    return memo[key]

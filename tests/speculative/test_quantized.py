@@ -59,3 +59,29 @@ def test_int4_broken_residual_is_detected(target4, draft4):
     spec.verifier = ResampleFromTargetOnReject()
     counts = sample_continuations(target4, PROMPT, 2, SAMPLES, seed=11, speculative=spec, temperature=1.0)
     assert chi_square_pvalue(counts, exact) < FAIL_LEVEL
+
+
+def test_trimmed_int4_head_stays_packed_and_scores_like_the_full_head(tiny4, tiny_draft4):
+    import torch
+
+    from decodelab.engine.sequence import Sequence
+    from decodelab.speculative import VocabTrim
+    from decodelab.speculative.derived import derive_lm
+
+    kept = torch.tensor([0, 3, 5, 8, 13, 21, 34, 40, 47])
+    trimmed = derive_lm(tiny4, token_ids=kept)
+    assert isinstance(trimmed.model.lm_head.packed_subset, Int4Linear)  # no float copy of the head
+    assert trimmed.weights == tiny4.weights and trimmed.dtype == tiny4.dtype
+    ids = [1, 2, 3, 4, 5, 6]
+    full = Sequence(tiny4, [ids]).prefill().reshape(-1, tiny4.vocab_size)[-1]
+    part = Sequence(trimmed, [ids]).prefill().reshape(-1, tiny4.vocab_size)[-1]
+    dropped = torch.ones(tiny4.vocab_size, dtype=torch.bool)
+    dropped[kept] = False
+    assert torch.isneginf(part[dropped]).all() and torch.isfinite(part[kept]).all()
+    # the subset is re-encoded at int4 from bf16 rows: close to, not equal to, the full head
+    assert (part[kept] - full[kept]).abs().max() <= 0.05 * full.abs().max() + 0.05
+    # the trimmed draft is still lossless: greedy equals plain greedy on the int4 target
+    spec = VocabTrim(tiny_draft4, token_ids=range(0, 48, 2), k=3)
+    for prompt in PROMPTS[:2]:
+        plain = dl.generate(tiny4, prompt, max_new_tokens=16, temperature=0)
+        assert dl.generate(tiny4, prompt, max_new_tokens=16, temperature=0, speculative=spec).token_ids == plain.token_ids

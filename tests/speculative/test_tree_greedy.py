@@ -113,7 +113,9 @@ def test_greedy_tree_equals_plain_on_smollm2(method):
 @pytest.mark.slow
 @pytest.mark.skipif(not qwen_installed, reason="Qwen packs not installed (decodelab models pull qwen2.5-coder-1.5b)")
 def test_greedy_trees_equal_plain_on_qwen_pair():
-    target, draft = dl.load("qwen2.5-coder-1.5b"), dl.load("qwen2.5-coder-0.5b")
+    # float32: at bfloat16 activations a verify's rows and a plain step round differently, so
+    # greedy near-ties may break apart (the int4 suites check these methods' exactness by law)
+    target, draft = dl.load("qwen2.5-coder-1.5b", weights="fp32"), dl.load("qwen2.5-coder-0.5b", weights="fp32")
     prompt = "Write a Python function is_even(n) that returns True when n is even."
     plain = dl.generate(target, prompt, max_new_tokens=16, temperature=0)
     for spec in (make("dyspec", target, draft), make("token-recycling", target)):
