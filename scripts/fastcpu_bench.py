@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import os
 import resource
 import statistics
@@ -83,6 +84,38 @@ def perplexity(lm, text: str, max_tokens: int = 512) -> float:
     return float(torch.exp(nll))
 
 
+def print_perplexities(model: str, precisions: list[str], json_path: str | None) -> None:
+    """Perplexity of each precision and of llama.cpp (teacher-forced, token by token) on the same ids."""
+    from decodelab.bench.llama_cpp import llama_cpp_runner, llama_cpp_token_logprobs
+
+    texts = heldout_texts()
+    rows = {}
+    gguf_model = None
+    for w in precisions:
+        lm = dl.load(model, weights=w)
+        rows[w] = [round(perplexity(lm, t), 3) for t in texts]
+        print(w, rows[w], flush=True)
+        if lm.gguf_path is not None:
+            gguf_model = lm
+    if gguf_model is None:
+        gguf_model = dl.load(model, weights="auto")
+    run = llama_cpp_runner(gguf_model)
+    llama = []
+    for t in texts:
+        ids = gguf_model.tokenizer(t)["input_ids"][:512]
+        logprobs = llama_cpp_token_logprobs(run, ids)
+        llama.append(round(math.exp(-sum(logprobs) / len(logprobs)), 3))
+    rows["llama.cpp"] = llama
+    print(f"\n{model}: perplexity on 512 held-out tokens (Python's textwrap source, the project README)")
+    print("| weights | code | prose |")
+    print("|---|---:|---:|")
+    for name, (code, prose) in rows.items():
+        print(f"| {name} | {code} | {prose} |")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"model": model, "perplexity": rows}, f, indent=1)
+
+
 def first_divergence(a: list[int], b: list[int]) -> int | None:
     for i, (x, y) in enumerate(zip(a, b)):
         if x != y:
@@ -101,6 +134,8 @@ def main() -> None:
     parser.add_argument("--no-llama", action="store_true")
     parser.add_argument("--memory", default=None, help="only load at this precision and report peak RSS")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--perplexity", action="store_true",
+                        help="only perplexity on the held-out texts: each precision and llama.cpp's own logits")
     parser.add_argument("--tn", action="store_true", help="only measure t(n) for n = 1..16 per precision")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -116,6 +151,9 @@ def main() -> None:
             curve = verify_cost_curve(dl.load(args.model, weights=w), sizes=sizes, use_cache=False)
             print(f"| {w} | " + " | ".join(f"{1000 * curve[n]:.1f}" for n in sizes) + " |", flush=True)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
+        return
+    if args.perplexity:
+        print_perplexities(args.model, args.precisions.split(","), args.json)
         return
     if args.memory:
         start = time.perf_counter()

@@ -61,3 +61,40 @@ def llama_cpp_runner(lm: LM, *, threads: int | None = None, context: int = 4096)
 
     run.server = server  # keeps the model loaded while the method lives
     return run
+
+
+def llama_cpp_token_logprobs(run: Callable, ids: list[int]) -> list[float]:
+    """Natural-log probabilities llama.cpp gives each of `ids[1:]` after the tokens before it
+    (teacher forcing), from the server of a `llama_cpp_runner`.
+
+    llama.cpp's completion API has no prompt echo, so each token is scored by its own one-token
+    request: the prompt is the prefix (the server's prompt cache makes that one new forward),
+    a logit bias forces the next token to be the text's own, and the reported log-probability is
+    taken before sampling (`post_sampling_probs: false`), i.e. from the model's raw logits, which
+    the bias does not touch.
+
+    Example (needs the `llama-cpp` extra):
+        >>> run = llama_cpp_runner(dl.load("smollm2-135m"))          # doctest: +SKIP
+        >>> llama_cpp_token_logprobs(run, [504, 3458, 314])          # doctest: +SKIP
+        [-6.1..., -2.3...]
+    """
+    server = run.server
+    scores = []
+    for i in range(1, len(ids)):
+        request = {"prompt": ids[:i], "n_predict": 1, "temperature": 0.0, "cache_prompt": True,
+                   "n_probs": 1, "post_sampling_probs": False, "logit_bias": [[int(ids[i]), 1e6]]}
+        response = server.handle_completions(request)
+        if "error" in response:
+            raise RuntimeError(f"llama.cpp: {response['error']}")
+        record = _first_token_record(response)
+        if int(record["id"]) != int(ids[i]):
+            raise RuntimeError(f"llama.cpp did not take the forced token {ids[i]} (got {record['id']})")
+        scores.append(float(record["logprob"]))
+    return scores
+
+
+def _first_token_record(response: dict) -> dict:
+    """The generated token's {id, logprob} from either response layout (native or OpenAI-like)."""
+    if "completion_probabilities" in response:
+        return response["completion_probabilities"][0]
+    return response["choices"][0]["logprobs"]["content"][0]

@@ -255,7 +255,7 @@ def make(name: str, target: LM, draft: LM | None = None, **options: Any) -> Any:
     from ..sampling.config import SamplingConfig
 
     method = get_method("speculative", name)
-    if draft is not None:
+    if draft is not None and "draft" in method.option_names():  # a shared --draft is ignored by draft-free methods
         options["draft"] = draft
     parts = method.build(BuildContext(target, SamplingConfig(), 1), method.check(options))
     parts.proposer.verifier = parts.verifier

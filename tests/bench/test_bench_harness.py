@@ -207,3 +207,13 @@ def test_parse_method_options():
         "k": 4, "temperature": 0.5, "tree": True, "verifier": "greedy"}
     with pytest.raises(dl.InvalidOption):
         parse_method_options(["novalue"])
+
+
+def test_a_shared_draft_goes_only_to_the_methods_that_take_one(bench_lm):
+    from decodelab.bench.methods import make_methods
+
+    draft = dl.load("tiny-random", vocab_size=64, init_std=0.5, seed=7)
+    methods = make_methods(["prompt-lookup:k=3", "token-recycling", "draft:k=3"], bench_lm, draft=draft)
+    assert [m.name for m in methods] == ["prompt-lookup:k=3", "token-recycling", "draft:k=3"]
+    with pytest.raises(dl.InvalidOption, match="needs a draft model"):
+        make_methods(["draft:k=3"], bench_lm)
