@@ -1,6 +1,7 @@
 """Bench method `llama-cpp`: llama.cpp (G. Gerganov et al., ggml) on the same GGUF file, as the
-CPU speed anchor, through the `xllamacpp` wheel's in-process server API (optional extra
-`llama-cpp`).
+CPU speed anchor, through the `xllamacpp` wheel's server API (optional extra
+`llama-cpp`), run in a process of its own (`LlamaCppProcess`: sharing a process slowed both
+engines).
 
 The prompt is sent as the same token ids decodelab uses; output ids come from the response's
 log-probability records. Times are llama.cpp's own per-request timings (`timings.prompt_ms`,
@@ -11,7 +12,13 @@ random stream as decodelab's).
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -27,21 +34,15 @@ def llama_cpp_runner(lm: LM, *, threads: int | None = None, context: int = 4096)
     from .methods import MethodRun
 
     try:
-        import xllamacpp
+        import xllamacpp  # noqa: F401  (checked here, used in the server's own process)
     except ImportError:
         raise LlamaCppUnavailable(
             "bench method 'llama-cpp' needs the optional extra: pip install 'decodelab[llama-cpp]'") from None
     path = getattr(lm, "gguf_path", None)
     if path is None:
         raise LlamaCppUnavailable(f"bench method 'llama-cpp' needs a GGUF model; {lm.name} was not loaded from one")
-    params = xllamacpp.CommonParams()
-    params.model.path = str(path)
-    params.n_ctx = min(context, lm.context_length)
-    params.n_parallel = 1
-    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads or torch.get_num_threads()
-    params.warmup = False
-    params.verbosity = -1
-    server = xllamacpp.Server(params)
+    server = LlamaCppProcess(str(path), threads=threads or torch.get_num_threads(),
+                             context=min(context, lm.context_length))
 
     def run(messages: list[Message], settings) -> MethodRun:
         ids = lm.encode(messages)
@@ -61,6 +62,93 @@ def llama_cpp_runner(lm: LM, *, threads: int | None = None, context: int = 4096)
 
     run.server = server  # keeps the model loaded while the method lives
     return run
+
+
+class LlamaCppProcess:
+    """An `xllamacpp.Server` in a process of its own, answering `handle_completions` requests.
+
+    Why a process: with the server loaded in the same process, torch's decoding ran 2-3x slower
+    even while llama.cpp sat idle, and llama.cpp itself 3x slower than alone (measured on
+    SmolLM2, 2 threads: ours 14 -> 39 ms/token, llama.cpp 9 -> 27), which had made every
+    side-by-side table compare two handicapped engines. In separate processes each runs at its
+    own speed. The child is `python -m decodelab.bench.llama_cpp` speaking JSON lines over its
+    stdin/stdout (not multiprocessing, which re-runs an unguarded calling script); it ends with
+    `close()`, when this object is collected, or when the parent's pipe closes.
+    """
+
+    def __init__(self, gguf_path: str, *, threads: int, context: int):
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "decodelab.bench.llama_cpp", gguf_path, str(threads), str(context)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        try:
+            ready = self._receive()
+        except RuntimeError as exc:  # the library crashed on the file
+            raise LlamaCppUnavailable(f"llama.cpp could not load {gguf_path}: {exc}") from None
+        if "error" in ready:
+            self.close()
+            raise LlamaCppUnavailable(f"llama.cpp could not load {gguf_path}: {ready['error']}")
+
+    def handle_completions(self, request: dict) -> dict:
+        if self._process.poll() is not None or self._process.stdin.closed:
+            raise RuntimeError("the llama.cpp process is not running")
+        self._process.stdin.write(json.dumps(request) + "\n")
+        self._process.stdin.flush()
+        return self._receive()
+
+    def _receive(self) -> dict:
+        line = self._process.stdout.readline()
+        if not line:
+            code = self._process.wait(timeout=10)
+            raise RuntimeError(f"the llama.cpp process ended (exit code {code})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self._process.poll() is None:
+            with contextlib.suppress(OSError, ValueError):
+                self._process.stdin.close()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def _serve_llama_cpp(gguf_path: str, threads: int, context: int) -> None:
+    """The llama.cpp process: load the model, then answer one JSON request per stdin line."""
+    # the protocol owns the original stdout; anything the C library prints goes to stderr
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def reply(message: dict) -> None:
+        protocol.write(json.dumps(message) + "\n")
+        protocol.flush()
+
+    try:
+        import xllamacpp
+
+        params = xllamacpp.CommonParams()
+        params.model.path = gguf_path
+        params.n_ctx = context
+        params.n_parallel = 1
+        params.cpuparams.n_threads = params.cpuparams_batch.n_threads = threads
+        params.warmup = False
+        params.verbosity = -1
+        server = xllamacpp.Server(params)
+    except Exception as exc:  # reported to the parent, which raises a typed error
+        reply({"error": f"{type(exc).__name__}: {exc}"})
+        return
+    reply({"ready": True})
+    for line in sys.stdin:
+        try:
+            reply(server.handle_completions(json.loads(line)))
+        except Exception as exc:
+            reply({"error": f"{type(exc).__name__}: {exc}"})
 
 
 def llama_cpp_token_logprobs(run: Callable, ids: list[int]) -> list[float]:
@@ -98,3 +186,7 @@ def _first_token_record(response: dict) -> dict:
     if "completion_probabilities" in response:
         return response["completion_probabilities"][0]
     return response["choices"][0]["logprobs"]["content"][0]
+
+
+if __name__ == "__main__":
+    _serve_llama_cpp(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

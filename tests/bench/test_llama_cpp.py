@@ -56,3 +56,28 @@ def test_llama_cpp_teacher_forced_logprobs_are_the_models_own(smol):
     assert forced == pytest.approx(float(record["logprob"]), abs=1e-4)
     scrambled = ids[:1] + ids[1:][::-1]
     assert sum(llama_cpp_token_logprobs(run, scrambled)) < sum(theirs) - 10
+
+
+@pytest.mark.skipif(not has_xllamacpp, reason="optional extra llama-cpp (xllamacpp) not installed")
+def test_llama_cpp_runs_in_its_own_process_and_a_bad_file_is_a_typed_error(tmp_path):
+    """A file llama.cpp cannot load is a LlamaCppUnavailable, not a crash of the caller."""
+    from decodelab.bench.llama_cpp import LlamaCppProcess, LlamaCppUnavailable
+
+    bad = tmp_path / "not-a-model.gguf"
+    bad.write_bytes(b"GGUF\x00\x01\x02 definitely not a model" * 10)
+    with pytest.raises(LlamaCppUnavailable, match="could not load"):
+        LlamaCppProcess(str(bad), threads=1, context=256)
+
+
+@pytest.mark.skipif(not has_xllamacpp, reason="optional extra llama-cpp (xllamacpp) not installed")
+def test_llama_cpp_server_is_a_separate_process_that_close_ends(smol):
+    """Sharing our process slowed both engines 2-3x, so the server runs in a child."""
+    import os
+
+    from decodelab.bench.llama_cpp import llama_cpp_runner
+
+    run = llama_cpp_runner(smol)
+    child = run.server._process
+    assert child.pid != os.getpid() and child.poll() is None
+    run.server.close()
+    assert child.poll() is not None
