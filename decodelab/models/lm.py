@@ -11,6 +11,7 @@ import torch
 
 from ..errors import InvalidPrompt
 from ..text import check_text
+from .attention import use_step_consistent_attention
 
 Message = dict[str, str]
 Prompt = str | list[Message] | list[int]
@@ -39,6 +40,7 @@ class LM:
     def __post_init__(self) -> None:
         self.model.eval()
         self.model.requires_grad_(False)
+        use_step_consistent_attention(self.model)  # verify forwards compute what one-token steps compute
         if not self.eos_token_ids:
             self.eos_token_ids = frozenset(_eos_ids(self.model, self.tokenizer))
 

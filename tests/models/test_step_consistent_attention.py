@@ -1,0 +1,71 @@
+"""A verify forward of n tokens computes what n one-token steps compute, bit for bit.
+
+At the packed-kernel precisions ("auto", "int4", "int8": bfloat16 activations) this is what makes
+greedy speculative decoding give plain greedy's tokens, and speculative sampling use plain
+decoding's distribution, for a single row (padded batches and token trees attend through masks).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import decodelab as dl
+from decodelab.engine import Sequence
+from decodelab.models.attention import STEP_CONSISTENT_ATTENTION
+
+PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
+
+
+def _logits_by_steps_and_at_once(lm: dl.LM, prompt_ids: list[int], new: list[int]):
+    steps = Sequence(lm, [prompt_ids])
+    steps.prefill()
+    one_by_one = torch.cat([steps.forward([[t]]) for t in new], 1)
+    at_once = Sequence(lm, [prompt_ids])
+    at_once.prefill()
+    return one_by_one, at_once.forward([new])
+
+
+@pytest.mark.parametrize("weights", ["int8", "int4"])
+def test_tiny_model_verify_equals_steps(weights):
+    """At the packed-kernel precisions (row-invariant linears). bf16 and fp32 weights run GEMMs whose
+    rounding depends on the row count, so there only attention is step-consistent."""
+    lm = dl.load("tiny-random", vocab_size=96, weights=weights)
+    assert lm.model.config._attn_implementation == STEP_CONSISTENT_ATTENTION
+    generator = torch.Generator().manual_seed(3)
+    for n in (2, 5, 9):
+        ids = torch.randint(1, 96, (40 + n,), generator=generator).tolist()
+        steps, at_once = _logits_by_steps_and_at_once(lm, ids[:40], ids[40:])
+        assert torch.equal(steps, at_once), n
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["auto", "int4"])
+def test_smollm2_verify_equals_steps_and_plain_sdpa_does_not(weights):
+    """On the packaged model at its quantized precisions; the negative control is the same forward
+    with Hugging Face's SDPA, which rounds an n-query call differently from a one-query call."""
+    lm = dl.load(weights=weights)
+    ids = lm.tokenizer(PROMPT)["input_ids"]
+    new = lm.tokenizer(" if n < 2:\n        return n\n    return")["input_ids"][:6]
+    steps, at_once = _logits_by_steps_and_at_once(lm, ids, new)
+    assert torch.equal(steps, at_once)
+    lm.model.config._attn_implementation = "sdpa"
+    try:
+        steps, at_once = _logits_by_steps_and_at_once(lm, ids, new)
+    finally:
+        lm.model.config._attn_implementation = STEP_CONSISTENT_ATTENTION
+    assert not torch.equal(steps, at_once)
+
+
+def test_prefill_and_masked_batches_are_unchanged(tiny_lm):
+    """Prefill and padded batches still go through SDPA as before: same logits as HF's own SDPA."""
+    rows = [[5, 6, 7, 8, 9], [11, 12]]
+    ours = Sequence(tiny_lm, rows)
+    last = ours.prefill()
+    tiny_lm.model.config._attn_implementation = "sdpa"
+    try:
+        theirs = Sequence(tiny_lm, rows)
+        reference = theirs.prefill()
+    finally:
+        tiny_lm.model.config._attn_implementation = STEP_CONSISTENT_ATTENTION
+    assert torch.equal(last, reference)
