@@ -84,9 +84,17 @@ def perplexity(lm, text: str, max_tokens: int = 512) -> float:
     return float(torch.exp(nll))
 
 
+def llama_perplexity(run, lm, text: str, max_tokens: int = 512) -> float:
+    """Perplexity from llama.cpp's own logits, teacher-forced token by token on the same ids."""
+    from decodelab.bench.llama_cpp import llama_cpp_token_logprobs
+
+    logprobs = llama_cpp_token_logprobs(run, lm.tokenizer(text)["input_ids"][:max_tokens])
+    return math.exp(-sum(logprobs) / len(logprobs))
+
+
 def print_perplexities(model: str, precisions: list[str], json_path: str | None) -> None:
     """Perplexity of each precision and of llama.cpp (teacher-forced, token by token) on the same ids."""
-    from decodelab.bench.llama_cpp import llama_cpp_runner, llama_cpp_token_logprobs
+    from decodelab.bench.llama_cpp import llama_cpp_runner
 
     texts = heldout_texts()
     rows = {}
@@ -100,12 +108,7 @@ def print_perplexities(model: str, precisions: list[str], json_path: str | None)
     if gguf_model is None:
         gguf_model = dl.load(model, weights="auto")
     run = llama_cpp_runner(gguf_model)
-    llama = []
-    for t in texts:
-        ids = gguf_model.tokenizer(t)["input_ids"][:512]
-        logprobs = llama_cpp_token_logprobs(run, ids)
-        llama.append(round(math.exp(-sum(logprobs) / len(logprobs)), 3))
-    rows["llama.cpp"] = llama
+    rows["llama.cpp"] = [round(llama_perplexity(run, gguf_model, t), 3) for t in texts]
     print(f"\n{model}: perplexity on 512 held-out tokens (Python's textwrap source, the project README)")
     print("| weights | code | prose |")
     print("|---|---:|---:|")
@@ -209,6 +212,8 @@ def main() -> None:
             row["first_divergence"] = [d for d in div]
         if name.startswith("decodelab"):
             row["perplexity"] = [round(perplexity(lm, t), 3) for t in texts]
+        elif name == "llama.cpp":
+            row["perplexity"] = [round(llama_perplexity(methods[name].run, fp32, t), 3) for t in texts]
         rows.append(row)
     result = {"model": args.model, "threads": args.threads, "prompts": len(suite), "max_new_tokens": args.tokens,
               "copy_bandwidth_gb_s": bandwidth / 1e9, "loadavg_during": [round(x, 2) for x in loads],
