@@ -26,6 +26,24 @@ def _logits_by_steps_and_at_once(lm: dl.LM, prompt_ids: list[int], new: list[int
     return one_by_one, at_once.forward([new])
 
 
+def _tree_logits_equal_path_steps(lm: dl.LM, prompt_ids: list[int], tokens: list[int], parents: list[int]) -> bool:
+    """Logits of every tree node (one tree forward) equal the last logits of stepping its root path."""
+    tree = Sequence(lm, [prompt_ids])
+    tree.prefill()
+    at_once = tree.forward_tree([tokens], parents)[0]
+    for node in range(len(tokens)):
+        path = [node]
+        while parents[path[-1]] >= 0:
+            path.append(parents[path[-1]])
+        steps = Sequence(lm, [prompt_ids])
+        steps.prefill()
+        for t in reversed(path):
+            last = steps.forward([[tokens[t]]])[0, -1]
+        if not torch.equal(last, at_once[node]):
+            return False
+    return True
+
+
 @pytest.mark.parametrize("weights", ["int8", "int4"])
 def test_tiny_model_verify_equals_steps(weights):
     """At the packed-kernel precisions (row-invariant linears). bf16 and fp32 weights run GEMMs whose
@@ -37,6 +55,8 @@ def test_tiny_model_verify_equals_steps(weights):
         ids = torch.randint(1, 96, (40 + n,), generator=generator).tolist()
         steps, at_once = _logits_by_steps_and_at_once(lm, ids[:40], ids[40:])
         assert torch.equal(steps, at_once), n
+    # a token tree: each node sees the cache and its ancestors, as the plain step after its path would
+    assert _tree_logits_equal_path_steps(lm, ids[:40], [7, 8, 9, 10, 11, 12], [-1, 0, 0, 1, 2, 2])
 
 
 @pytest.mark.slow
@@ -49,12 +69,15 @@ def test_smollm2_verify_equals_steps_and_plain_sdpa_does_not(weights):
     new = lm.tokenizer(" if n < 2:\n        return n\n    return")["input_ids"][:6]
     steps, at_once = _logits_by_steps_and_at_once(lm, ids, new)
     assert torch.equal(steps, at_once)
+    tree = (new[:5], [-1, 0, 1, 0, 3])
+    assert _tree_logits_equal_path_steps(lm, ids, *tree)
     lm.model.config._attn_implementation = "sdpa"
     try:
         steps, at_once = _logits_by_steps_and_at_once(lm, ids, new)
+        tree_caught = not _tree_logits_equal_path_steps(lm, ids, *tree)
     finally:
         lm.model.config._attn_implementation = STEP_CONSISTENT_ATTENTION
-    assert not torch.equal(steps, at_once)
+    assert not torch.equal(steps, at_once) and tree_caught
 
 
 def test_prefill_and_masked_batches_are_unchanged(tiny_lm):
@@ -69,3 +92,10 @@ def test_prefill_and_masked_batches_are_unchanged(tiny_lm):
     finally:
         tiny_lm.model.config._attn_implementation = STEP_CONSISTENT_ATTENTION
     assert torch.equal(last, reference)
+
+
+def test_every_verify_size_is_step_consistent():
+    from decodelab.models.attention import STEP_CONSISTENT_MAX_QUERIES
+    from decodelab.speculative.tree_shape import MAX_TREE_NODES
+
+    assert STEP_CONSISTENT_MAX_QUERIES >= MAX_TREE_NODES + 1
