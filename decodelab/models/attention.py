@@ -48,27 +48,57 @@ def step_consistent_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torc
     if batch != 1 or not 2 <= new <= STEP_CONSISTENT_MAX_QUERIES or keys <= new:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     kwargs.pop("is_causal", None)
+    one_query = _one_query_sdpa(module, key, value, kwargs)
     outputs = []
-    for i in range(new):
-        row_keys, row_values = _visible(key, value, attention_mask, i, keys - new + i + 1)
-        out, _ = sdpa_attention_forward(module, query[:, :, i:i + 1], row_keys, row_values, None, **kwargs)
-        outputs.append(out)
-    return torch.cat(outputs, 1), None  # [1, new, heads, dim], as SDPA's own output
+    for i, visible in enumerate(_visible_keys(attention_mask, new, keys)):
+        if isinstance(visible, int):  # a prefix of the cache: a view, as a plain step's cache
+            row_keys, row_values = key[:, :, :visible], value[:, :, :visible]
+        else:  # a token tree's node: the cache and its ancestors, gathered
+            row_keys, row_values = key.index_select(2, visible), value.index_select(2, visible)
+        outputs.append(one_query(query[:, :, i:i + 1], row_keys, row_values))
+    return torch.cat(outputs, 2).transpose(1, 2).contiguous(), None  # [1, new, heads, dim], as SDPA's own output
 
 
-def _visible(key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None, query: int, causal_end: int,
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The keys and values query `query` may attend to, in cache order, as a plain step would hold
-    them: a prefix view when they are one (chains), gathered otherwise (a token tree's ancestors)."""
+def _one_query_sdpa(module: torch.nn.Module, key: torch.Tensor, value: torch.Tensor, kwargs: dict):
+    """The attention of one query without a mask, computed as a plain step computes it; returns
+    [1, heads, 1, dim]. Where Hugging Face's `sdpa_attention_forward` would call torch's SDPA
+    directly (no grouped-query repacking), so do we, minus its per-call Python; otherwise through it."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward, use_gqa_in_sdpa
+
+    grouped = getattr(module, "num_key_value_groups", 1) > 1
+    if grouped and not use_gqa_in_sdpa(None, key, value):
+        def through_hf(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return sdpa_attention_forward(module, q, k, v, None, **kwargs)[0].transpose(1, 2)
+        return through_hf
+    extra = {"enable_gqa": True} if grouped else {}
+    scaling = kwargs.get("scaling")
+
+    def direct(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=None, dropout_p=0.0,
+                                                                scale=scaling, is_causal=False, **extra)
+    return direct
+
+
+# every layer of one forward gets the same mask object: its per-query key sets are worked out once
+_last_plan: tuple[torch.Tensor | None, list[int | torch.Tensor]] = (None, [])
+
+
+def _visible_keys(mask: torch.Tensor | None, new: int, keys: int) -> list[int | torch.Tensor]:
+    """Per new token, the keys it may attend to, in cache order: a prefix length when they are one
+    (chains), else their indices (a token tree's ancestors)."""
+    global _last_plan
     if mask is None:
-        return key[:, :, :causal_end], value[:, :, :causal_end]
-    row = mask[0, 0, query, :causal_end]
-    allowed = row if row.dtype == torch.bool else row == 0  # boolean, or additive 0 / -inf
-    count = int(allowed.sum())
-    if bool(allowed[:count].all()):
-        return key[:, :, :count], value[:, :, :count]
-    index = allowed.nonzero().flatten()
-    return key.index_select(2, index), value.index_select(2, index)
+        return [keys - new + i + 1 for i in range(new)]
+    if _last_plan[0] is mask:
+        return _last_plan[1]
+    rows = mask[0, 0, :, :keys]
+    allowed = rows if rows.dtype == torch.bool else rows == 0  # boolean, or additive 0 / -inf
+    counts = allowed.sum(-1)
+    prefix = (allowed == (torch.arange(keys, device=mask.device)[None] < counts[:, None])).all(-1)
+    plan: list[int | torch.Tensor] = [int(count) if is_prefix else allowed[i].nonzero().flatten()
+                                      for i, (count, is_prefix) in enumerate(zip(counts.tolist(), prefix.tolist()))]
+    _last_plan = (mask, plan)
+    return plan
 
 
 def _register() -> None:
