@@ -89,8 +89,9 @@ def _visible_keys(mask: torch.Tensor | None, new: int, keys: int) -> list[int | 
     global _last_plan
     if mask is None:
         return [keys - new + i + 1 for i in range(new)]
-    if _last_plan[0] is mask:
-        return _last_plan[1]
+    cached_mask, cached_plan = _last_plan  # one read: server threads may replace it meanwhile
+    if cached_mask is mask:
+        return cached_plan
     rows = mask[0, 0, :, :keys]
     allowed = rows if rows.dtype == torch.bool else rows == 0  # boolean, or additive 0 / -inf
     counts = allowed.sum(-1)

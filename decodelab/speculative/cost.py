@@ -39,7 +39,7 @@ from .tree_shape import MAX_TREE_NODES, interpolated_cost
 # 5, 9, 13 and 17 open a new 4-row block of the packed int4/int8 kernels, where t(n) steps up
 COST_SIZES = (1, 2, 3, 4, 5, 6, 8, 9, 12, 13, 16, 17, 24, 32, 48, 64, 96, 128, 192, MAX_TREE_NODES + 1)
 BUSY_OTHERS_CPU = 0.15  # other processes used more than this share of the machine's CPU: "under load"
-_FORMAT = 4  # 4: chains verify through step-consistent attention (one SDPA call per new token)
+_FORMAT = 4  # 4: verify forwards run step-consistent attention (one SDPA call per new token)
 
 log = logging.getLogger("decodelab")
 _MEMO: dict[str, dict[int, float]] = {}

@@ -59,7 +59,7 @@ def test_llama_cpp_teacher_forced_logprobs_are_the_models_own(smol):
 
 
 @pytest.mark.skipif(not has_xllamacpp, reason="optional extra llama-cpp (xllamacpp) not installed")
-def test_llama_cpp_runs_in_its_own_process_and_a_bad_file_is_a_typed_error(tmp_path):
+def test_llama_cpp_bad_file_is_a_typed_error(tmp_path):
     """A file llama.cpp cannot load is a LlamaCppUnavailable, not a crash of the caller."""
     from decodelab.bench.llama_cpp import LlamaCppProcess, LlamaCppUnavailable
 
