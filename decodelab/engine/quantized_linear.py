@@ -24,6 +24,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import native_int4
+
 INT4_GROUP_SIZES = (32, 64, 128, 256)
 ACTIVATION_DTYPE = torch.bfloat16
 
@@ -81,7 +83,11 @@ class _PackedLinear(nn.Module):
 
 
 class Int4Linear(_PackedLinear):
-    """y = x W^T + b with W held as 4-bit group-wise codes (see module docstring)."""
+    """y = x W^T + b with W held as 4-bit group-wise codes (see module docstring).
+
+    On CPUs with AVX-512 BF16 the codes are held in the layout of decodelab's own kernel
+    (`native_int4`), which also serves embedding rows; elsewhere in PyTorch's packed layout.
+    """
 
     def __init__(self, codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int,
                  bias: torch.Tensor | None = None, *, keep_rows: bool = False):
@@ -90,33 +96,57 @@ class Int4Linear(_PackedLinear):
         if not int4_shape_ok(n, k, group_size):
             raise ValueError(f"the int4 kernel cannot take a {n}x{k} weight with group size {group_size}")
         self.in_features, self.out_features, self.group_size = k, n, group_size
+        self.register_buffer("bias", None if bias is None else bias.detach().to(ACTIVATION_DTYPE))
+        self.native = native_int4.available()
+        if self.native:
+            tiles, tile_scales = native_int4.pack_tiles(codes, scales, zeros, group_size)
+            self.register_buffer("tiles", tiles)
+            self.register_buffer("tile_scales", tile_scales)
+            return
         codes = codes.to(torch.int32).contiguous()
         self.register_buffer("packed", torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, 1))
         sz = torch.stack([scales.float(), zeros.float()], -1).transpose(0, 1).contiguous()  # [K/g, N, 2]
         self.register_buffer("scales_and_zeros", sz.to(ACTIVATION_DTYPE))
-        self.register_buffer("bias", None if bias is None else bias.detach().to(ACTIVATION_DTYPE))
         # Rows in our own nibble layout, for gathering embedding rows without the kernel.
         self.register_buffer("row_nibbles", _pack_nibbles(codes) if keep_rows else None)
 
+    @property
+    def keeps_rows(self) -> bool:
+        """Whether `dequantize_rows` can gather rows (always with the native layout)."""
+        return self.native or self.row_nibbles is not None
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(ACTIVATION_DTYPE).contiguous()
-        out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size, self.scales_and_zeros)
+        if self.native:
+            out = native_int4.int4_matmul(flat, self.tiles, self.tile_scales, self.group_size)
+        else:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, self.packed, self.group_size, self.scales_and_zeros)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def dequantize_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        """Float rows of W for the given row indices (needs keep_rows=True)."""
-        if self.row_nibbles is None:
+        """Float rows of W for the given row indices (bfloat16)."""
+        if self.native:
+            codes = native_int4.gather_row_codes(self.tiles, rows)
+            sz = self.tile_scales[rows // native_int4.TILE_ROWS, :, :, rows % native_int4.TILE_ROWS].float()  # [R, K/g, 2]
+            scale, zero = sz[..., 0], sz[..., 1]
+        elif self.row_nibbles is not None:
+            codes = _unpack_nibbles(self.row_nibbles[rows])
+            sz = self.scales_and_zeros[:, rows].float()  # [K/g, R, 2]
+            scale, zero = sz[..., 0].transpose(0, 1), sz[..., 1].transpose(0, 1)
+        else:
             raise RuntimeError("this Int4Linear keeps no row codes; build it with keep_rows=True")
-        codes = _unpack_nibbles(self.row_nibbles[rows]).float()
-        sz = self.scales_and_zeros[:, rows].float()  # [K/g, R, 2]
-        scale = sz[..., 0].transpose(0, 1).repeat_interleave(self.group_size, -1)
-        zero = sz[..., 1].transpose(0, 1).repeat_interleave(self.group_size, -1)
-        return ((codes - 8) * scale + zero).to(ACTIVATION_DTYPE)
+        scale = scale.repeat_interleave(self.group_size, -1)
+        zero = zero.repeat_interleave(self.group_size, -1)
+        return ((codes.float() - 8) * scale + zero).to(ACTIVATION_DTYPE)
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight this layer multiplies by (for tests and error reports)."""
+        if self.native:
+            codes, scales, zeros = native_int4.unpack_tiles(self.tiles, self.tile_scales)
+            return (codes.float() - 8) * scales.repeat_interleave(self.group_size, -1) + zeros.repeat_interleave(
+                self.group_size, -1)
         # float32 identity rows: the kernel's float32 path is exact here (one term per output)
         eye = torch.eye(self.in_features, dtype=torch.float32)
         w_t = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, self.group_size,
@@ -124,7 +154,8 @@ class Int4Linear(_PackedLinear):
         return w_t.T.contiguous()
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, int4 group={self.group_size}"
+        kernel = "decodelab" if self.native else "torch"
+        return f"in={self.in_features}, out={self.out_features}, int4 group={self.group_size}, {kernel} kernel"
 
 
 class Int8Linear(_PackedLinear):

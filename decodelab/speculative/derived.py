@@ -59,7 +59,7 @@ def _module_device(module: nn.Module) -> torch.device:
 def _packed_rows(head: Int4Linear | Int8Linear, token_ids: torch.Tensor) -> nn.Module:
     """The head's rows for `token_ids`, re-encoded at the head's precision (int4 rows padded with
     zero rows to the kernel's multiple of 16; the caller drops the padding columns)."""
-    keeps_rows = isinstance(head, Int8Linear) or head.row_nibbles is not None
+    keeps_rows = isinstance(head, Int8Linear) or head.keeps_rows
     if keeps_rows:
         rows = head.dequantize_rows(token_ids).float()
     else:
