@@ -9,6 +9,7 @@ fp32 (first divergence position); perplexity on held-out text (not in the prompt
 Usage: python scripts/fastcpu_bench.py MODEL [--prompts 6] [--tokens 64] [--threads 2] [--json out.json]
 Peak memory per precision: python scripts/fastcpu_bench.py MODEL --memory WEIGHTS (one load per process).
 Verify cost t(n), n = 1..16, per precision: python scripts/fastcpu_bench.py MODEL --tn
+`--precisions` may name `int4-torch`: int4 with PyTorch's kernel instead of decodelab's own.
 """
 
 from __future__ import annotations
@@ -28,9 +29,18 @@ import torch
 import decodelab as dl
 from decodelab.bench.methods import RunSettings, make_method
 from decodelab.bench.suite import load_suite
+from decodelab.engine import native_int4
 from decodelab.engine.quantized_linear import Int4Linear, Int8Linear, QuantizedEmbedding
 
 PRECISIONS = ("fp32", "int8", "int4", "auto")
+TORCH_KERNEL = "int4-torch"  # int4 with PyTorch's kernel instead of decodelab's (engine/native_int4.py)
+
+
+def load_precision(model: str, weights: str):
+    if weights == TORCH_KERNEL:
+        with native_int4.torch_kernel():
+            return dl.load(model, weights="int4", cache=False)
+    return dl.load(model, weights=weights)
 
 
 def weight_bytes_per_token(lm) -> int:
@@ -40,7 +50,9 @@ def weight_bytes_per_token(lm) -> int:
     for module in lm.model.modules():
         if isinstance(module, QuantizedEmbedding):
             continue
-        if isinstance(module, Int4Linear):
+        if isinstance(module, Int4Linear) and module.native:
+            total += module.tiles.numel() + module.tile_scales.numel() * 2
+        elif isinstance(module, Int4Linear):
             total += module.packed.numel() + module.scales_and_zeros.numel() * 2
         elif isinstance(module, Int8Linear):
             total += module.codes.numel() + module.scales.numel() * 2
@@ -100,7 +112,7 @@ def print_perplexities(model: str, precisions: list[str], json_path: str | None)
     rows = {}
     gguf_model = None
     for w in precisions:
-        lm = dl.load(model, weights=w)
+        lm = load_precision(model, w)
         rows[w] = [round(perplexity(lm, t), 3) for t in texts]
         print(w, rows[w], flush=True)
         if lm.gguf_path is not None:
@@ -151,7 +163,7 @@ def main() -> None:
         print("| weights | " + " | ".join(f"n={n}" for n in sizes) + " |")
         print("|---|" + "---:|" * len(sizes))
         for w in args.precisions.split(","):
-            curve = verify_cost_curve(dl.load(args.model, weights=w), sizes=sizes, use_cache=False)
+            curve = verify_cost_curve(load_precision(args.model, w), sizes=sizes, use_cache=False)
             print(f"| {w} | " + " | ".join(f"{1000 * curve[n]:.1f}" for n in sizes) + " |", flush=True)
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         return
@@ -172,7 +184,7 @@ def main() -> None:
         return
 
     bandwidth = copy_bandwidth(args.threads)
-    models = {w: dl.load(args.model, weights=w) for w in args.precisions.split(",")}
+    models = {w: load_precision(args.model, w) for w in args.precisions.split(",")}
     fp32 = models.get("fp32") or dl.load(args.model, weights="fp32")
     methods = {f"decodelab {w}": make_method("plain", lm) for w, lm in models.items()}
     if not args.no_hf:

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -36,6 +38,7 @@ SOURCE = Path(__file__).with_name("int4_avx512.c")
 TILE_ROWS = 16
 _lock = threading.Lock()
 _state: dict[str, object] = {}
+_torch_kernel_forced = threading.local()
 
 
 def _cpu_flags() -> str:
@@ -110,8 +113,26 @@ def _library() -> ctypes.CDLL | None:
 
 
 def available() -> bool:
-    """Whether decodelab's kernel is built and usable on this machine."""
-    return _library() is not None
+    """Whether Int4Linear layers built now use decodelab's kernel (built and usable here, and not
+    inside `torch_kernel()`)."""
+    return not getattr(_torch_kernel_forced, "on", False) and _library() is not None
+
+
+@contextlib.contextmanager
+def torch_kernel() -> Iterator[None]:
+    """Int4Linear layers built in this block (this thread) use PyTorch's kernel: for comparisons.
+
+    Example:
+        >>> with torch_kernel():
+        ...     available()
+        False
+    """
+    before = getattr(_torch_kernel_forced, "on", False)
+    _torch_kernel_forced.on = True
+    try:
+        yield
+    finally:
+        _torch_kernel_forced.on = before
 
 
 def status() -> str:

@@ -185,6 +185,14 @@ class Int8Linear(_PackedLinear):
         return f"in={self.in_features}, out={self.out_features}, int8 per-channel"
 
 
+def int4_kernel_of(model: nn.Module) -> str:
+    """"decodelab" or "torch" for the kernel the model's int4 layers use; "none" without any."""
+    for module in model.modules():
+        if isinstance(module, Int4Linear):
+            return "decodelab" if module.native else "torch"
+    return "none"
+
+
 class QuantizedEmbedding(nn.Module):
     """An embedding over the rows of an Int4Linear/Int8Linear: gathers the looked-up rows and
     dequantises only those (bfloat16 out). May share its table with the tied LM head."""

@@ -19,10 +19,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..engine import native_int4
 from ..engine.quantized_linear import (
     Int4Linear,
     Int8Linear,
     QuantizedEmbedding,
+    int4_kernel_of,
     int4_shape_ok,
     quantize_int4,
     quantize_int8,
@@ -46,6 +48,7 @@ class WeightsReport:
 
     weights: str
     rows: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    int4_kernel: str = ""  # which kernel the int4 layers call, and why (empty without int4 layers)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -59,7 +62,9 @@ class WeightsReport:
     def summary(self) -> str:
         counts = ", ".join(f"{n} {k}" for k, n in sorted(self.counts().items()))
         notes = self.notes()
-        return f"weights={self.weights}: {counts}" + (f"; {len(notes)} fallbacks: {notes[0]} ..." if notes else "")
+        kernel = f"; int4 kernel: {self.int4_kernel}" if self.int4_kernel else ""
+        return (f"weights={self.weights}: {counts}" + (f"; {len(notes)} fallbacks: {notes[0]} ..." if notes else "")
+                + kernel)
 
 
 def default_group_size(in_features: int) -> int:
@@ -116,6 +121,8 @@ def apply_weights(model: nn.Module, weights: str, gguf_path: Path | None = None)
     for param in model.parameters():  # norms, remaining float weights
         if param.is_floating_point() and param.dtype != torch.bfloat16:
             param.data = param.data.to(torch.bfloat16)
+    if "int4" in report.counts():
+        report.int4_kernel = int4_kernel_of(model) + " (" + native_int4.status() + ")"
     model.get_output_embeddings().register_forward_hook(_float32_logits)
     model._decodelab_dtype = torch.bfloat16
     return report
