@@ -50,7 +50,7 @@ def weight_bytes_per_token(lm) -> int:
     for module in lm.model.modules():
         if isinstance(module, QuantizedEmbedding):
             continue
-        if isinstance(module, Int4Linear) and module.native:
+        if isinstance(module, (Int4Linear, Int8Linear)) and module.native:
             total += module.tiles.numel() + module.tile_scales.numel() * 2
         elif isinstance(module, Int4Linear):
             total += module.packed.numel() + module.scales_and_zeros.numel() * 2

@@ -180,6 +180,34 @@ def gather_row_codes(tiles: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return _columns_of(picked).reshape(picked.shape[0], -1)
 
 
+def int8_shape_ok(out_features: int, in_features: int) -> bool:
+    """Whether an 8-bit weight of this shape can run on the kernel as two 4-bit halves."""
+    return out_features % TILE_ROWS == 0 and in_features % 8 == 0
+
+
+def int8_group_size(in_features: int) -> int:
+    """The widest group dividing the input width (one scale per channel: fewer scale bytes)."""
+    return next(g for g in (256, 128, 64, 32, 16, 8) if in_features % g == 0)
+
+
+def split_int8(codes: torch.Tensor, scales: torch.Tensor, group_size: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-channel 8-bit codes c [N, K] (scale s [N]) -> one 4-bit weight [N, 2K] over [x; x]:
+    c + 128 = 16 h + l, so s c = 16 s (h - 8) + s (l - 8) + 8 s. Returns (codes, scales, zeros)
+    per group for pack_tiles."""
+    n, k = codes.shape
+    unsigned = (codes.to(torch.int16) + 128).to(torch.uint8)
+    wide = torch.cat([unsigned >> 4, unsigned & 0x0F], 1)
+    s = scales.float()[:, None].expand(n, k // group_size)
+    return wide, torch.cat([16 * s, s], 1), torch.cat([torch.zeros_like(s), 8 * s], 1)
+
+
+def join_int8(wide: torch.Tensor) -> torch.Tensor:
+    """Inverse of split_int8's codes: [N, 2K] halves -> int8 codes [N, K]."""
+    k = wide.shape[1] // 2
+    return (16 * wide[:, :k].to(torch.int16) + wide[:, k:].to(torch.int16) - 128).to(torch.int8)
+
+
 def int4_matmul(x: torch.Tensor, tiles: torch.Tensor, tile_scales: torch.Tensor, group_size: int) -> torch.Tensor:
     """x [M, K] bfloat16 times the packed weight's transpose -> [M, N] bfloat16."""
     lib = _library()

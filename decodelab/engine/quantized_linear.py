@@ -159,30 +159,59 @@ class Int4Linear(_PackedLinear):
 
 
 class Int8Linear(_PackedLinear):
-    """y = x W^T + b with W held as per-channel symmetric 8-bit codes."""
+    """y = x W^T + b with W held as per-channel symmetric 8-bit codes.
+
+    With decodelab's int4 kernel (`native_int4`), an 8-bit code c is held as two 4-bit codes of
+    one int4 weight twice as wide, c + 128 = 16 h + l: W x = [W_h | W_l] [x; x] with W_h's scale
+    16 s and W_l's zero 8 s, so one kernel call with float32 accumulation computes it exactly as
+    the 8-bit weight (same bytes per weight, a faster kernel than PyTorch's int8 one here).
+    """
 
     def __init__(self, codes: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None = None):
         super().__init__()
         self.out_features, self.in_features = codes.shape
-        self.register_buffer("codes", codes.to(torch.int8).contiguous())
-        self.register_buffer("scales", scales.float().to(ACTIVATION_DTYPE).contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().to(ACTIVATION_DTYPE))
+        scales = scales.float().to(ACTIVATION_DTYPE)
+        self.native = native_int4.available() and native_int4.int8_shape_ok(*codes.shape)
+        if self.native:
+            self.group_size = native_int4.int8_group_size(self.in_features)
+            tiles, tile_scales = native_int4.pack_tiles(*native_int4.split_int8(codes, scales, self.group_size),
+                                                        self.group_size)
+            self.register_buffer("tiles", tiles)
+            self.register_buffer("tile_scales", tile_scales)
+            self.register_buffer("scales", scales.contiguous())
+            return
+        self.register_buffer("codes", codes.to(torch.int8).contiguous())
+        self.register_buffer("scales", scales.contiguous())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(ACTIVATION_DTYPE).contiguous()
-        out = torch.ops.aten._weight_int8pack_mm(flat, self.codes, self.scales)
+        if self.native:
+            out = native_int4.int4_matmul(torch.cat([flat, flat], -1), self.tiles, self.tile_scales, self.group_size)
+        else:
+            out = torch.ops.aten._weight_int8pack_mm(flat, self.codes, self.scales)
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features)
 
+    def _codes_of(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.native:
+            return self.codes if rows is None else self.codes[rows]
+        if rows is None:
+            wide = native_int4.unpack_tiles(self.tiles, self.tile_scales)[0]
+        else:
+            wide = native_int4.gather_row_codes(self.tiles, rows)
+        return native_int4.join_int8(wide)
+
     def dequantize_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        return (self.codes[rows].float() * self.scales[rows, None].float()).to(ACTIVATION_DTYPE)
+        return (self._codes_of(rows).float() * self.scales[rows, None].float()).to(ACTIVATION_DTYPE)
 
     def dequantize(self) -> torch.Tensor:
-        return self.codes.float() * self.scales.float()[:, None]
+        return self._codes_of().float() * self.scales.float()[:, None]
 
     def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, int8 per-channel"
+        kernel = "decodelab int4x2" if self.native else "torch"
+        return f"in={self.in_features}, out={self.out_features}, int8 per-channel, {kernel} kernel"
 
 
 def int4_kernel_of(model: nn.Module) -> str:
@@ -190,6 +219,9 @@ def int4_kernel_of(model: nn.Module) -> str:
     for module in model.modules():
         if isinstance(module, Int4Linear):
             return "decodelab" if module.native else "torch"
+    for module in model.modules():
+        if isinstance(module, Int8Linear) and module.native:
+            return "decodelab"
     return "none"
 
 

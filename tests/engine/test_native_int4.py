@@ -124,3 +124,32 @@ def test_missing_compiler_falls_back_with_a_reason(tmp_path):
     out = _kernel_status_in_child({"CC": str(tmp_path / "no-such-cc"), "PATH": str(tmp_path),
                                    "DECODELAB_CACHE": str(tmp_path / "cache")})
     assert out.startswith("False |") and "no C compiler" in out
+
+
+def test_int8_codes_split_into_two_int4_halves_and_back():
+    codes = torch.randint(-127, 128, (32, 64), dtype=torch.int8)
+    scales = torch.rand(32).bfloat16().float() + 0.01
+    wide, half_scales, half_zeros = native_int4.split_int8(codes, scales, 32)
+    assert wide.shape == (32, 128) and int(wide.max()) <= 15
+    assert torch.equal(native_int4.join_int8(wide), codes)
+    # the two halves' dequantized weights add up to the 8-bit weight, over [x; x]
+    halves = _dequantized(wide, half_scales, half_zeros, 32)
+    assert torch.allclose(halves[:, :64] + halves[:, 64:], codes.double() * scales.double()[:, None], atol=1e-9)
+
+
+@needs_kernel
+def test_int8_linear_runs_on_the_kernel_with_the_same_weights():
+    from decodelab.engine.quantized_linear import Int8Linear, quantize_int8
+
+    weight = torch.randn(48, 96, generator=torch.Generator().manual_seed(5)) * 0.05
+    codes, scales = quantize_int8(weight)
+    layer = Int8Linear(codes, scales)
+    assert layer.native
+    exact = codes.double() * scales.bfloat16().double()[:, None]
+    assert torch.allclose(layer.dequantize().double(), exact, atol=1e-7)
+    rows = torch.tensor([47, 0, 16])
+    assert torch.equal(layer.dequantize_rows(rows), (exact[rows]).bfloat16())
+    x = torch.randn(5, 96, generator=torch.Generator().manual_seed(6)).bfloat16()
+    out = layer(x)
+    assert _close_to_reference(out, x.double() @ exact.T)
+    assert torch.equal(torch.cat([layer(x[i : i + 1]) for i in range(5)]), out)
