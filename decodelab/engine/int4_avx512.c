@@ -22,7 +22,9 @@
  * 4 bytes: word 0 = q[k0] | q[k0+2] << 4 | q[k0+4] << 8 | q[k0+6] << 12, word 1 the same from
  * k0+1. Word bits 0-3 of the row's two words are then columns (k0, k0+1), bits 4-7 (k0+2, k0+3),
  * bits 8-11 (k0+4, k0+5), bits 12-15 (k0+6, k0+7).
- *   tiles  [N/16][K/8][16][4] uint8
+ *   tiles  groups of 4 tiles (16 rows each; the last group may hold fewer), each group stored
+ *          [K/8][tiles in the group][16][4] uint8: one decoding step streams each thread's share
+ *          of a weight as one contiguous run (short per-tile streams starve the prefetchers)
  *   scales [N/16][K/G][2][16] bf16  the 16 rows' scales, then their zeros
  *   x      [M][K] bf16, out [M][N] bf16
  */
@@ -31,6 +33,7 @@
 #endif
 
 #include <immintrin.h>
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +49,9 @@ typedef struct {
     int m, n, k, group;
 } problem;
 
+#ifndef PREFETCH_BYTES
+#define PREFETCH_BYTES 2048
+#endif
 #define NIBBLE_MASK 0x000F000F
 #define BF16_128 0x43004300 /* bfloat16 128.0 in both words; OR-ing q into its mantissa gives 128 + q */
 
@@ -75,13 +81,20 @@ ALWAYS_INLINE __m512bh broadcast_pair(const uint16_t *x) {
     return (__m512bh)_mm512_set1_epi32(pair);
 }
 
+/* Byte offset of 8-column block j of tile t (see the layout above). */
+ALWAYS_INLINE size_t unit_offset(const problem *pb, int t, int j) {
+    const int n_tiles = pb->n / 16, group = t / 4, first = group * 4;
+    const int in_group = n_tiles - first < 4 ? n_tiles - first : 4;
+    return ((size_t)first * (pb->k / 8) + (size_t)j * in_group + (t - first)) * 64;
+}
+
 /* TB tiles (16*TB outputs) x MR activation rows starting at tile t0, row m0. Two accumulators
    per output (column pairs 0-1 and 2-3 of each 8-column block) shorten the dependency chains;
    every output sees the same operations whatever TB and MR are. */
 ALWAYS_INLINE void tile_block(const problem *pb, int t0, int m0, const int TB, const int MR) {
     const __m512i mask = _mm512_set1_epi32(NIBBLE_MASK), exponent = _mm512_set1_epi32(BF16_128);
     const __m512 c136 = _mm512_set1_ps(136.0f);
-    const int k = pb->k, group = pb->group, groups = k / group, blocks = k / 8;
+    const int k = pb->k, group = pb->group, groups = k / group;
     __m512 y[4][4];
 #pragma GCC unroll 4
     for (int t = 0; t < TB; t++)
@@ -97,8 +110,12 @@ ALWAYS_INLINE void tile_block(const problem *pb, int t0, int m0, const int TB, c
         for (int j = first; j < first + group / 8; j++) {
             unpacked u[4];
 #pragma GCC unroll 4
-            for (int t = 0; t < TB; t++)
-                u[t] = unpack_block(pb->tiles + ((size_t)(t0 + t) * blocks + j) * 64, mask, exponent);
+            for (int t = 0; t < TB; t++) {
+                const uint8_t *unit = pb->tiles + unit_offset(pb, t0 + t, j);
+                /* decoding streams weights from DRAM in short runs: fetch ahead of the prefetchers */
+                _mm_prefetch((const char *)unit + PREFETCH_BYTES, _MM_HINT_T0);
+                u[t] = unpack_block(unit, mask, exponent);
+            }
 #pragma GCC unroll 4
             for (int m = 0; m < MR; m++) {
                 const uint16_t *xr = pb->x + (size_t)(m0 + m) * k + 8 * j;
@@ -172,16 +189,19 @@ int int4_bf16_matmul(const uint16_t *x, const uint8_t *tiles, const uint16_t *sc
     const int tiles_per_block = m == 1 ? 4 : m == 2 ? 2 : 1;
     const int rows_per_block = m <= 2 ? m : 4;
     const int n_tiles = n / 16;
-    const int n_blocks = (n_tiles + tiles_per_block - 1) / tiles_per_block;
     if (threads < 1) threads = 1;
-    if (threads > n_blocks) threads = n_blocks;
-#pragma omp parallel for schedule(static) num_threads(threads)
-    for (int b = 0; b < n_blocks; b++) {
-        const int t0 = b * tiles_per_block;
-        const int tb = n_tiles - t0 < tiles_per_block ? n_tiles - t0 : tiles_per_block;
-        for (int m0 = 0; m0 < m; m0 += rows_per_block) {
-            const int mr = m - m0 < rows_per_block ? m - m0 : rows_per_block;
-            BLOCKS[tb - 1][mr - 1](&pb, t0, m0);
+    if (threads > n_tiles) threads = n_tiles;
+    /* Each thread takes an equal contiguous run of tiles (balanced even for narrow weights). */
+#pragma omp parallel num_threads(threads)
+    {
+        const int id = omp_get_thread_num(), team = omp_get_num_threads();
+        const int begin = (int)((long)n_tiles * id / team), end = (int)((long)n_tiles * (id + 1) / team);
+        for (int t0 = begin; t0 < end; t0 += tiles_per_block) {
+            const int tb = end - t0 < tiles_per_block ? end - t0 : tiles_per_block;
+            for (int m0 = 0; m0 < m; m0 += rows_per_block) {
+                const int mr = m - m0 < rows_per_block ? m - m0 : rows_per_block;
+                BLOCKS[tb - 1][mr - 1](&pb, t0, m0);
+            }
         }
     }
     free(group_sums);

@@ -36,6 +36,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("int4_avx512.c")
 TILE_ROWS = 16
+GROUP_TILES = 4  # tiles stored interleaved per 8-column block (the C file's layout)
 _lock = threading.Lock()
 _state: dict[str, object] = {}
 _torch_kernel_forced = threading.local()
@@ -147,15 +148,30 @@ HIGH_NIBBLE_COLUMNS = (2, 6, 3, 7)
 
 def pack_tiles(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group_size: int
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes [N, K] (0..15) and per-group scales/zeros [N, K/g] -> (tiles [N/16, K/8, 16, 4] uint8,
-    tile_scales [N/16, K/g, 2, 16] bfloat16) in the kernel's layout (see the C file)."""
+    """Codes [N, K] (0..15) and per-group scales/zeros [N, K/g] -> (tiles: N*K/2 bytes in the
+    kernel's layout, tile_scales [N/16, K/g, 2, 16] bfloat16); see the C file."""
     n, k = codes.shape
     blocks = codes.to(torch.uint8).reshape(n // TILE_ROWS, TILE_ROWS, k // 8, 8)
     low, high = list(LOW_NIBBLE_COLUMNS), list(HIGH_NIBBLE_COLUMNS)
-    tiles = (blocks[..., low] | (blocks[..., high] << 4)).transpose(1, 2).contiguous()
+    by_tile = (blocks[..., low] | (blocks[..., high] << 4)).transpose(1, 2)  # [T, K/8, 16, 4]
+    n_tiles = n // TILE_ROWS
+    full = n_tiles // GROUP_TILES * GROUP_TILES
+    head = by_tile[:full].reshape(-1, GROUP_TILES, k // 8, 64).transpose(1, 2).reshape(-1)
+    tail = by_tile[full:].reshape(-1, k // 8, 64).transpose(0, 1).reshape(-1)
+    tiles = torch.cat([head, tail])
     sz = torch.stack([scales.float(), zeros.float()], 0).to(torch.bfloat16)  # [2, N, G]
-    tile_scales = sz.reshape(2, n // TILE_ROWS, TILE_ROWS, k // group_size).permute(1, 3, 0, 2).contiguous()
+    tile_scales = sz.reshape(2, n_tiles, TILE_ROWS, k // group_size).permute(1, 3, 0, 2).contiguous()
     return tiles, tile_scales
+
+
+def _by_tile(tiles: torch.Tensor, n: int, k: int) -> torch.Tensor:
+    """The flat kernel layout back to [N/16, K/8, 16, 4] bytes."""
+    n_tiles = n // TILE_ROWS
+    full = n_tiles // GROUP_TILES * GROUP_TILES
+    split = full * (k // 8) * 64
+    head = tiles[:split].reshape(-1, k // 8, GROUP_TILES, 64).transpose(1, 2).reshape(full, k // 8, 16, 4)
+    tail = tiles[split:].reshape(k // 8, n_tiles - full, 64).transpose(0, 1).reshape(n_tiles - full, k // 8, 16, 4)
+    return torch.cat([head, tail])
 
 
 def _columns_of(packed: torch.Tensor) -> torch.Tensor:
@@ -168,16 +184,25 @@ def _columns_of(packed: torch.Tensor) -> torch.Tensor:
 
 def unpack_tiles(tiles: torch.Tensor, tile_scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Inverse of pack_tiles: (codes [N, K] uint8, scales [N, K/g] float32, zeros [N, K/g] float32)."""
-    n_tiles, n_blocks = tiles.shape[:2]
-    codes = _columns_of(tiles).transpose(1, 2).reshape(n_tiles * TILE_ROWS, n_blocks * 8)
-    sz = tile_scales.permute(2, 0, 3, 1).reshape(2, n_tiles * TILE_ROWS, -1).float()
+    n = tile_scales.shape[0] * TILE_ROWS
+    k = tiles.numel() * 2 // n
+    codes = _columns_of(_by_tile(tiles, n, k)).transpose(1, 2).reshape(n, k)
+    sz = tile_scales.permute(2, 0, 3, 1).reshape(2, n, -1).float()
     return codes, sz[0], sz[1]
 
 
-def gather_row_codes(tiles: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Codes [R, K] (uint8) of the given weight rows, read straight from the tiles."""
-    picked = tiles[rows // TILE_ROWS, :, rows % TILE_ROWS]  # [R, K/8, 4]
-    return _columns_of(picked).reshape(picked.shape[0], -1)
+def gather_row_codes(tiles: torch.Tensor, rows: torch.Tensor, out_features: int) -> torch.Tensor:
+    """Codes [R, K] (uint8) of the given weight rows, read straight from the flat tiles."""
+    k = tiles.numel() * 2 // out_features
+    n_tiles = out_features // TILE_ROWS
+    tile = rows.to(torch.long) // TILE_ROWS
+    first = tile // GROUP_TILES * GROUP_TILES
+    in_group = (n_tiles - first).clamp(max=GROUP_TILES)
+    unit = torch.arange(k // 8)
+    start = (first[:, None] * (k // 8) + unit * in_group[:, None] + (tile - first)[:, None]) * 64
+    start = start + (rows.to(torch.long) % TILE_ROWS)[:, None] * 4  # [R, K/8]
+    picked = tiles[start[..., None] + torch.arange(4)]  # [R, K/8, 4]
+    return _columns_of(picked).reshape(rows.numel(), k)
 
 
 def int8_shape_ok(out_features: int, in_features: int) -> bool:
@@ -214,7 +239,9 @@ def int4_matmul(x: torch.Tensor, tiles: torch.Tensor, tile_scales: torch.Tensor,
     if lib is None:
         raise RuntimeError(status())
     m, k = x.shape
-    n = tiles.shape[0] * TILE_ROWS
+    n = tile_scales.shape[0] * TILE_ROWS
+    if tiles.numel() * 2 != n * k or tiles.dtype != torch.uint8:
+        raise ValueError(f"x has {k} columns; the packed weight holds {tiles.numel() * 2} codes for {n} rows")
     x = x.to(torch.bfloat16).contiguous()
     out = torch.empty(m, n, dtype=torch.bfloat16)
     if m == 0:

@@ -128,7 +128,7 @@ class Int4Linear(_PackedLinear):
     def dequantize_rows(self, rows: torch.Tensor) -> torch.Tensor:
         """Float rows of W for the given row indices (bfloat16)."""
         if self.native:
-            codes = native_int4.gather_row_codes(self.tiles, rows)
+            codes = native_int4.gather_row_codes(self.tiles, rows, self.out_features)
             sz = self.tile_scales[rows // native_int4.TILE_ROWS, :, :, rows % native_int4.TILE_ROWS].float()  # [R, K/g, 2]
             scale, zero = sz[..., 0], sz[..., 1]
         elif self.row_nibbles is not None:
@@ -200,7 +200,7 @@ class Int8Linear(_PackedLinear):
         if rows is None:
             wide = native_int4.unpack_tiles(self.tiles, self.tile_scales)[0]
         else:
-            wide = native_int4.gather_row_codes(self.tiles, rows)
+            wide = native_int4.gather_row_codes(self.tiles, rows, self.out_features)
         return native_int4.join_int8(wide)
 
     def dequantize_rows(self, rows: torch.Tensor) -> torch.Tensor:
