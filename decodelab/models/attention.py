@@ -9,8 +9,8 @@ the query axis). In float32 that moves logits by ~1e-6; with bfloat16 activation
 SmolLM2's int4 logits by up to 0.5 and sent greedy speculative output off plain greedy's path on
 60% of the mixed suite.
 
-So for a forward of 2..`STEP_CONSISTENT_MAX_QUERIES` new tokens of one row over a cache, each
-query gets its own one-query SDPA call, without a mask, over exactly the keys it may see: the cache
+So for a forward of 2..`STEP_CONSISTENT_MAX_QUERIES` new tokens of one row over a cache (or of
+one token with a mask: a one-node tree), each query gets its own one-query SDPA call, without a mask, over exactly the keys it may see: the cache
 and the new tokens up to its own (a chain), or the cache and its ancestors (a token tree, gathered).
 That is the call a plain step makes once the accepted tokens are in the cache. Everything else
 (prefill, one-token steps, batches of several rows, whose plain steps attend through padding
@@ -45,7 +45,11 @@ def step_consistent_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torc
 
     batch, _, new, _ = query.shape
     keys = key.shape[2]
-    if batch != 1 or not 2 <= new <= STEP_CONSISTENT_MAX_QUERIES or keys <= new:
+    # a one-token forward with a mask is a one-node token tree: SDPA with that mask rounds otherwise
+    # than the unmasked plain step (it moved SmolLM2's int4 logits by 0.25), so it goes the per-query
+    # way too; a one-token forward without a mask is the plain step itself
+    plain_step = new == 1 and attention_mask is None
+    if batch != 1 or plain_step or new > STEP_CONSISTENT_MAX_QUERIES or keys <= new:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     kwargs.pop("is_causal", None)
     one_query = _one_query_sdpa(module, key, value, kwargs)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import decodelab as dl
+from decodelab.corpus import suite_texts
 from decodelab.engine import Sequence
 from decodelab.models.attention import STEP_CONSISTENT_ATTENTION
 
@@ -44,6 +45,35 @@ def _tree_logits_equal_path_steps(lm: dl.LM, prompt_ids: list[int], tokens: list
     return True
 
 
+def _speculative_run_equals_steps(lm: dl.LM, prompt_ids: list[int], seed: int, rounds: int = 12) -> bool:
+    """A decode the way speculative methods drive the engine -- token trees of random shapes and
+    sizes (one node included), chains, keeping one root path each time -- leaves logits and cache
+    equal, bit for bit, to plain one-token steps over the same tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    vocab = lm.vocab_size
+    spec, kept, kept_logits = Sequence(lm, [prompt_ids]), [], []
+    spec.prefill()
+    for round_ in range(rounds):
+        size = int(torch.randint(1, 7, (1,), generator=generator))
+        tokens = torch.randint(1, vocab, (size,), generator=generator).tolist()
+        if round_ % 4 == 3:  # a chain, as prompt lookup and draft models send it
+            logits = spec.forward([tokens])[0]
+            path = list(range(size))
+        else:
+            parents = [-1] + [int(torch.randint(0, i, (1,), generator=generator)) for i in range(1, size)]
+            logits = spec.forward_tree([tokens], parents)[0]
+            path = [int(torch.randint(0, size, (1,), generator=generator))]
+            while parents[path[-1]] >= 0:
+                path.append(parents[path[-1]])
+            path.reverse()
+            spec.keep_tree_path([path])
+        kept += [tokens[node] for node in path]
+        kept_logits += [logits[node] for node in path]
+    plain = Sequence(lm, [prompt_ids])
+    plain.prefill()
+    return all(torch.equal(plain.forward([[token]])[0, -1], expected) for token, expected in zip(kept, kept_logits))
+
+
 @pytest.mark.parametrize("weights", ["int8", "int4"])
 def test_tiny_model_verify_equals_steps(weights):
     """At the packed-kernel precisions (row-invariant linears). bf16 and fp32 weights run GEMMs whose
@@ -57,6 +87,8 @@ def test_tiny_model_verify_equals_steps(weights):
         assert torch.equal(steps, at_once), n
     # a token tree: each node sees the cache and its ancestors, as the plain step after its path would
     assert _tree_logits_equal_path_steps(lm, ids[:40], [7, 8, 9, 10, 11, 12], [-1, 0, 0, 1, 2, 2])
+    assert _tree_logits_equal_path_steps(lm, ids[:40], [7], [-1])  # a one-node tree (adaptive sizes send it)
+    assert _speculative_run_equals_steps(lm, ids[:40], seed=5)
 
 
 @pytest.mark.slow
@@ -71,6 +103,11 @@ def test_smollm2_verify_equals_steps_and_plain_sdpa_does_not(weights):
     assert torch.equal(steps, at_once)
     tree = (new[:5], [-1, 0, 1, 0, 3])
     assert _tree_logits_equal_path_steps(lm, ids, *tree)
+    # over a long natural-text context (SDPA with a mask rounded a one-node tree otherwise than the
+    # unmasked step there, not over a short one): a one-node tree, then trees, chains and kept paths
+    long_ids = lm.tokenizer("\n\n".join(suite_texts("specbench_mini")[:12]))["input_ids"][:900]
+    assert _tree_logits_equal_path_steps(lm, long_ids, new[:1], [-1])
+    assert _speculative_run_equals_steps(lm, long_ids, seed=11, rounds=16)
     lm.model.config._attn_implementation = "sdpa"
     try:
         steps, at_once = _logits_by_steps_and_at_once(lm, ids, new)
