@@ -11,8 +11,10 @@
  *     activations (broadcast) and accumulates in float32: acc = sum (128 + q) x;
  *   - per group: y += scale * acc + (zero - 136 * scale) * sum(x over the group), which is
  *     sum ((q - 8) * scale + zero) * x.
- * The weight tile is unpacked once for up to 4 activation rows, so verifying a few drafted
- * tokens costs little more than one decoding step.
+ * Rows go 8 at a time over the weights; within one quantization group (1 KB of weights for a run
+ * of 4 tiles and G = 32, which stays in L1) rows go in pairs, so the weights stream from memory
+ * once per 8 rows, in the layout's order, and a verify of a few drafted tokens reads no more
+ * memory than one decoding step.
  *
  * Every output element is computed by one thread with the same sequence of operations whatever
  * the number of rows or threads: row m's result does not depend on the other rows (speculative
@@ -52,6 +54,7 @@ typedef struct {
 #ifndef PREFETCH_BYTES
 #define PREFETCH_BYTES 2048
 #endif
+#define ROW_CHUNK 8 /* activation rows per pass over the weights */
 #define NIBBLE_MASK 0x000F000F
 #define BF16_128 0x43004300 /* bfloat16 128.0 in both words; OR-ing q into its mantissa gives 128 + q */
 
@@ -88,82 +91,97 @@ ALWAYS_INLINE size_t unit_offset(const problem *pb, int t, int j) {
     return ((size_t)first * (pb->k / 8) + (size_t)j * in_group + (t - first)) * 64;
 }
 
-/* TB tiles (16*TB outputs) x MR activation rows starting at tile t0, row m0. Two accumulators
-   per output (column pairs 0-1 and 2-3 of each 8-column block) shorten the dependency chains;
-   every output sees the same operations whatever TB and MR are. */
-ALWAYS_INLINE void tile_block(const problem *pb, int t0, int m0, const int TB, const int MR) {
+/* One quantization group g of TB tiles (16*TB outputs, one interleaved run of the layout) for MR
+   activation rows from m0: accumulate sum (128 + q) x over the group's columns, then fold the group
+   into y[t][ym + m]. Two accumulators per output (column pairs 0-1 and 2-3 of each 8-column block)
+   shorten the dependency chains; every output sees the same operations whatever TB, MR and the
+   row blocking are. */
+ALWAYS_INLINE void group_block(const problem *pb, int t0, const int TB, int m0, const int MR, int g,
+                               __m512 (*y)[ROW_CHUNK], int ym) {
     const __m512i mask = _mm512_set1_epi32(NIBBLE_MASK), exponent = _mm512_set1_epi32(BF16_128);
-    const __m512 c136 = _mm512_set1_ps(136.0f);
     const int k = pb->k, group = pb->group, groups = k / group;
-    __m512 y[4][4];
+    __m512 acc[4][4][2];
 #pragma GCC unroll 4
     for (int t = 0; t < TB; t++)
 #pragma GCC unroll 4
-        for (int m = 0; m < MR; m++) y[t][m] = _mm512_setzero_ps();
-    for (int g = 0; g < groups; g++) {
-        __m512 acc[4][4][2];
+        for (int m = 0; m < MR; m++) acc[t][m][0] = acc[t][m][1] = _mm512_setzero_ps();
+    const int first = g * (group / 8);
+    for (int j = first; j < first + group / 8; j++) {
 #pragma GCC unroll 4
-        for (int t = 0; t < TB; t++)
-#pragma GCC unroll 4
-            for (int m = 0; m < MR; m++) acc[t][m][0] = acc[t][m][1] = _mm512_setzero_ps();
-        const int first = g * (group / 8);
-        for (int j = first; j < first + group / 8; j++) {
-            unpacked u[4];
-#pragma GCC unroll 4
-            for (int t = 0; t < TB; t++) {
-                const uint8_t *unit = pb->tiles + unit_offset(pb, t0 + t, j);
-                /* decoding streams weights from DRAM in short runs: fetch ahead of the prefetchers */
-                _mm_prefetch((const char *)unit + PREFETCH_BYTES, _MM_HINT_T0);
-                u[t] = unpack_block(unit, mask, exponent);
-            }
+        for (int t = 0; t < TB; t++) {
+            const uint8_t *unit = pb->tiles + unit_offset(pb, t0 + t, j);
+            /* decoding streams weights from DRAM in short runs: fetch ahead of the prefetchers */
+            _mm_prefetch((const char *)unit + PREFETCH_BYTES, _MM_HINT_T0);
+            const unpacked u = unpack_block(unit, mask, exponent);
 #pragma GCC unroll 4
             for (int m = 0; m < MR; m++) {
                 const uint16_t *xr = pb->x + (size_t)(m0 + m) * k + 8 * j;
 #pragma GCC unroll 4
-                for (int c = 0; c < 4; c++) {
-                    const __m512bh xb = broadcast_pair(xr + 2 * c);
-#pragma GCC unroll 4
-                    for (int t = 0; t < TB; t++)
-                        acc[t][m][c & 1] = _mm512_dpbf16_ps(acc[t][m][c & 1], (__m512bh)u[t].pair[c], xb);
-                }
-            }
-        }
-#pragma GCC unroll 4
-        for (int t = 0; t < TB; t++) {
-            const uint16_t *sz = pb->scales + ((size_t)(t0 + t) * groups + g) * 32;
-            const __m512 scale = load_bf16x16(sz);
-            const __m512 zero = _mm512_fnmadd_ps(c136, scale, load_bf16x16(sz + 16));
-#pragma GCC unroll 4
-            for (int m = 0; m < MR; m++) {
-                const __m512 dot = _mm512_add_ps(acc[t][m][0], acc[t][m][1]);
-                y[t][m] = _mm512_fmadd_ps(dot, scale, y[t][m]);
-                y[t][m] = _mm512_fmadd_ps(_mm512_set1_ps(pb->group_sums[(size_t)(m0 + m) * groups + g]), zero, y[t][m]);
+                for (int c = 0; c < 4; c++)
+                    acc[t][m][c & 1] = _mm512_dpbf16_ps(acc[t][m][c & 1], (__m512bh)u.pair[c], broadcast_pair(xr + 2 * c));
             }
         }
     }
+    const __m512 c136 = _mm512_set1_ps(136.0f);
 #pragma GCC unroll 4
-    for (int t = 0; t < TB; t++)
+    for (int t = 0; t < TB; t++) {
+        const uint16_t *sz = pb->scales + ((size_t)(t0 + t) * groups + g) * 32;
+        const __m512 scale = load_bf16x16(sz);
+        const __m512 zero = _mm512_fnmadd_ps(c136, scale, load_bf16x16(sz + 16));
 #pragma GCC unroll 4
-        for (int m = 0; m < MR; m++)
+        for (int m = 0; m < MR; m++) {
+            const __m512 dot = _mm512_add_ps(acc[t][m][0], acc[t][m][1]);
+            __m512 out = _mm512_fmadd_ps(dot, scale, y[t][ym + m]);
+            y[t][ym + m] = _mm512_fmadd_ps(_mm512_set1_ps(pb->group_sums[(size_t)(m0 + m) * groups + g]), zero, out);
+        }
+    }
+}
+
+#define GROUP_BLOCK(TB, MR)                                                                            \
+    static void group_block_##TB##_##MR(const problem *pb, int t0, int m0, int g, __m512 (*y)[ROW_CHUNK], \
+                                        int ym) {                                                      \
+        group_block(pb, t0, TB, m0, MR, g, y, ym);                                                     \
+    }
+#define GROUP_BLOCKS_FOR(TB) GROUP_BLOCK(TB, 1) GROUP_BLOCK(TB, 2) GROUP_BLOCK(TB, 3) GROUP_BLOCK(TB, 4)
+GROUP_BLOCKS_FOR(1)
+GROUP_BLOCKS_FOR(2)
+GROUP_BLOCKS_FOR(3)
+GROUP_BLOCKS_FOR(4)
+
+typedef void (*group_block_fn)(const problem *, int, int, int, __m512 (*)[ROW_CHUNK], int);
+static const group_block_fn GROUP_BLOCKS[4][4] = {
+    {group_block_1_1, group_block_1_2, group_block_1_3, group_block_1_4},
+    {group_block_2_1, group_block_2_2, group_block_2_3, group_block_2_4},
+    {group_block_3_1, group_block_3_2, group_block_3_3, group_block_3_4},
+    {group_block_4_1, group_block_4_2, group_block_4_3, group_block_4_4},
+};
+
+/* One interleaved run of tb <= 4 tiles for up to ROW_CHUNK rows from m0, group by group; the
+   group's tb x group/2 bytes stay in L1 while every row block re-reads them, so the weights stream
+   from memory once per ROW_CHUNK rows. One or two rows take the whole run at once (the unpacked
+   tiles are not shared much: 16 or 32 VDPBF16PS per 4 loads); three or four rows go tile by tile,
+   sharing each unpacked tile among all of them (on Zen 4 the unpacking competes with the dot
+   products for the same vector pipes, so sharing it wider is what makes extra rows cheap). */
+static void tile_run(const problem *pb, int t0, int tb, int m0, int rows) {
+    __m512 y[4][ROW_CHUNK];
+    for (int t = 0; t < tb; t++)
+        for (int m = 0; m < rows; m++) y[t][m] = _mm512_setzero_ps();
+    const int groups = pb->k / pb->group;
+    for (int g = 0; g < groups; g++)
+        for (int m = 0; m < rows;) {
+            const int left = rows - m, mr = left >= 4 ? 4 : left;
+            if (mr <= 2) {
+                GROUP_BLOCKS[tb - 1][mr - 1](pb, t0, m0 + m, g, y, m);
+            } else {
+                for (int t = 0; t < tb; t++) GROUP_BLOCKS[0][mr - 1](pb, t0 + t, m0 + m, g, y + t, m);
+            }
+            m += mr;
+        }
+    for (int t = 0; t < tb; t++)
+        for (int m = 0; m < rows; m++)
             _mm256_storeu_si256((__m256i *)(pb->out + (size_t)(m0 + m) * pb->n + (size_t)(t0 + t) * 16),
                                 (__m256i)_mm512_cvtneps_pbh(y[t][m]));
 }
-
-#define BLOCK(TB, MR) \
-    static void block_##TB##_##MR(const problem *pb, int t0, int m0) { tile_block(pb, t0, m0, TB, MR); }
-#define BLOCKS_FOR(TB) BLOCK(TB, 1) BLOCK(TB, 2) BLOCK(TB, 3) BLOCK(TB, 4)
-BLOCKS_FOR(1)
-BLOCKS_FOR(2)
-BLOCKS_FOR(3)
-BLOCKS_FOR(4)
-
-typedef void (*block_fn)(const problem *, int, int);
-static const block_fn BLOCKS[4][4] = {
-    {block_1_1, block_1_2, block_1_3, block_1_4},
-    {block_2_1, block_2_2, block_2_3, block_2_4},
-    {block_3_1, block_3_2, block_3_3, block_3_4},
-    {block_4_1, block_4_2, block_4_3, block_4_4},
-};
 
 /* Returns 0 on success, 1 on bad shapes, 2 when out of memory. */
 int int4_bf16_matmul(const uint16_t *x, const uint8_t *tiles, const uint16_t *scales, uint16_t *out,
@@ -184,25 +202,19 @@ int int4_bf16_matmul(const uint16_t *x, const uint8_t *tiles, const uint16_t *sc
             group_sums[(size_t)row * groups + g] = sum;
         }
     problem pb = {x, tiles, scales, out, group_sums, m, n, k, group};
-    /* One row: 4 tiles per block hide the accumulation latency; more rows share each unpacked
-       tile (up to 4 rows at a time). */
-    const int tiles_per_block = m == 1 ? 4 : m == 2 ? 2 : 1;
-    const int rows_per_block = m <= 2 ? m : 4;
-    const int n_tiles = n / 16;
+    const int n_tiles = n / 16, runs = (n_tiles + 3) / 4;
     if (threads < 1) threads = 1;
-    if (threads > n_tiles) threads = n_tiles;
-    /* Each thread takes an equal contiguous run of tiles (balanced even for narrow weights). */
+    if (threads > runs) threads = runs;
+    /* Each thread takes an equal contiguous share of the 4-tile runs (one stream through memory). */
 #pragma omp parallel num_threads(threads)
     {
         const int id = omp_get_thread_num(), team = omp_get_num_threads();
-        const int begin = (int)((long)n_tiles * id / team), end = (int)((long)n_tiles * (id + 1) / team);
-        for (int t0 = begin; t0 < end; t0 += tiles_per_block) {
-            const int tb = end - t0 < tiles_per_block ? end - t0 : tiles_per_block;
-            for (int m0 = 0; m0 < m; m0 += rows_per_block) {
-                const int mr = m - m0 < rows_per_block ? m - m0 : rows_per_block;
-                BLOCKS[tb - 1][mr - 1](&pb, t0, m0);
+        const int begin = (int)((long)runs * id / team), end = (int)((long)runs * (id + 1) / team);
+        for (int m0 = 0; m0 < m; m0 += ROW_CHUNK)
+            for (int run = begin; run < end; run++) {
+                const int t0 = run * 4, tb = n_tiles - t0 < 4 ? n_tiles - t0 : 4;
+                tile_run(&pb, t0, tb, m0, m - m0 < ROW_CHUNK ? m - m0 : ROW_CHUNK);
             }
-        }
     }
     free(group_sums);
     return 0;

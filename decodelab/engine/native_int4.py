@@ -104,6 +104,7 @@ def _load() -> ctypes.CDLL | None:
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int] * 5
     _state["status"] = f"decodelab AVX-512 BF16 int4 kernel ({target.name})"
+    _state["build"] = key
     return lib
 
 
@@ -136,6 +137,13 @@ def torch_kernel() -> Iterator[None]:
         yield
     finally:
         _torch_kernel_forced.on = before
+
+
+def build_id() -> str:
+    """A hash of the kernel's source, compiler, CPU flags and torch ("" when it is not in use): what
+    measurements of its speed (speculative.cost's t(n) curves) are keyed by."""
+    _library()
+    return str(_state.get("build", ""))
 
 
 def status() -> str:

@@ -9,14 +9,20 @@ the query axis). In float32 that moves logits by ~1e-6; with bfloat16 activation
 SmolLM2's int4 logits by up to 0.5 and sent greedy speculative output off plain greedy's path on
 60% of the mixed suite.
 
-So for a forward of 2..`STEP_CONSISTENT_MAX_QUERIES` new tokens of one row over a cache (or of
-one token with a mask: a one-node tree), each query gets its own one-query SDPA call, without a mask, over exactly the keys it may see: the cache
-and the new tokens up to its own (a chain), or the cache and its ancestors (a token tree, gathered).
-That is the call a plain step makes once the accepted tokens are in the cache. Everything else
-(prefill, one-token steps, batches of several rows, whose plain steps attend through padding
-masks anyway) goes to SDPA unchanged. The extra calls cost little next to
-the weight reads for chains of a few tokens (a 4-token verify of Qwen 1.5B int4 went from 1.25 to
-1.34 one-token steps, ~10% more at 8 tokens); adaptive methods measure t(n) with it.
+So every forward of 1..`STEP_CONSISTENT_MAX_QUERIES` new tokens of one row over a cache -- plain
+steps included -- gives each query its own one-query SDPA call, without a mask, over exactly the
+keys it may see: the cache and the new tokens up to its own (a chain), or the cache and its
+ancestors (a token tree, gathered). A verify thus makes, per node, the call a plain step makes once
+the accepted tokens are in the cache. (One-token forwards with a mask -- a one-node tree, which
+adaptive tree sizes send -- once went to masked SDPA, which on long prompts rounds otherwise than
+the unmasked step, and broke token recycling's exactness on 2 of 72 prompts.)
+
+These few-query calls, and a batch of rows' one-query steps (which attend through padding masks,
+as their plain steps do), compute in float32 whatever the model's dtype: torch 2.13's CPU SDPA
+takes 5-8x longer for one query over bfloat16 keys than over float32 ones (Qwen 1.5B's shape, 300
+keys: 506 vs 62 us; 2000 keys: 2972 vs 384 us), which made attention, not the weights, most of a
+bfloat16-activation verify (t(4) of Qwen 1.5B int4: 88 of 120 ms). Prefill (no cache yet, or more
+than `STEP_CONSISTENT_MAX_QUERIES` tokens) goes to SDPA unchanged.
 
 Example:
     >>> import decodelab as dl
@@ -39,18 +45,25 @@ STEP_CONSISTENT_MAX_QUERIES = 257
 
 def step_consistent_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                          attention_mask: torch.Tensor | None, **kwargs: Any) -> tuple[torch.Tensor, None]:
-    """Hugging Face attention interface: SDPA, with one call per query for few-token cached forwards
-    of one row."""
+    """Hugging Face attention interface: SDPA, with one float32 call per query for few-token cached
+    forwards of one row, in float32 for a batch's steps, and unchanged for prefill."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     batch, _, new, _ = query.shape
     keys = key.shape[2]
-    # a one-token forward with a mask is a one-node token tree: SDPA with that mask rounds otherwise
-    # than the unmasked plain step (it moved SmolLM2's int4 logits by 0.25), so it goes the per-query
-    # way too; a one-token forward without a mask is the plain step itself
-    plain_step = new == 1 and attention_mask is None
-    if batch != 1 or plain_step or new > STEP_CONSISTENT_MAX_QUERIES or keys <= new:
+    if new > STEP_CONSISTENT_MAX_QUERIES or keys <= new:  # prefill, long forwards: SDPA's one call
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    # few queries over a cache: in float32 (see the module docstring: torch's CPU SDPA takes 5-8x
+    # longer over bfloat16 keys than over float32 ones for one query)
+    dtype = query.dtype
+    query, key, value = _float32(query), _float32(key), _float32(value)
+    if batch != 1:  # padded rows attend through their masks, as their plain steps do
+        mask = attention_mask.to(torch.float32) if attention_mask is not None and attention_mask.is_floating_point() \
+            else attention_mask
+        output, _ = sdpa_attention_forward(module, query, key, value, mask, **kwargs)
+        return output.to(dtype), None
+    # one row: every query (a plain step's one too, and a one-node tree's, which comes with a mask)
+    # gets its own unmasked call over exactly the keys it may see
     kwargs.pop("is_causal", None)
     one_query = _one_query_sdpa(module, key, value, kwargs)
     outputs = []
@@ -60,7 +73,12 @@ def step_consistent_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torc
         else:  # a token tree's node: the cache and its ancestors, gathered
             row_keys, row_values = key.index_select(2, visible), value.index_select(2, visible)
         outputs.append(one_query(query[:, :, i:i + 1], row_keys, row_values))
-    return torch.cat(outputs, 2).transpose(1, 2).contiguous(), None  # [1, new, heads, dim], as SDPA's own output
+    # [1, new, heads, dim], as SDPA's own output
+    return torch.cat(outputs, 2).transpose(1, 2).contiguous().to(dtype), None
+
+
+def _float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.dtype == torch.float32 else tensor.to(torch.float32)
 
 
 def _one_query_sdpa(module: torch.nn.Module, key: torch.Tensor, value: torch.Tensor, kwargs: dict):

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 import psutil
 import torch
 
+from ..engine import native_int4
 from ..engine.quantized_linear import int4_kernel_of
 from ..engine.sequence import Sequence
 from ..models.lm import LM
@@ -40,7 +41,8 @@ from .tree_shape import MAX_TREE_NODES, interpolated_cost
 # 5, 9, 13 and 17 open a new 4-row block of the packed int4/int8 kernels, where t(n) steps up
 COST_SIZES = (1, 2, 3, 4, 5, 6, 8, 9, 12, 13, 16, 17, 24, 32, 48, 64, 96, 128, 192, MAX_TREE_NODES + 1)
 BUSY_OTHERS_CPU = 0.15  # other processes used more than this share of the machine's CPU: "under load"
-_FORMAT = 5  # 4: verify forwards run step-consistent attention (one SDPA call per new token); 5: int4 kernel in the key
+_FORMAT = 6  # 4: verify forwards run step-consistent attention (one SDPA call per new token); 5: int4 kernel in the key;
+# 6: few-query attention in float32, the kernel streaming 8 rows per pass
 
 log = logging.getLogger("decodelab")
 _MEMO: dict[str, dict[int, float]] = {}
@@ -71,7 +73,8 @@ def measurement_allowed() -> bool:
 
 def _cache_file(lm: LM, context: int):
     weights = getattr(lm, "weights", "fp32")  # t(n) differs a lot between int4/int8/bf16/fp32 kernels
-    weights += "-" + int4_kernel_of(lm.model)
+    kernel = int4_kernel_of(lm.model)
+    weights += "-" + kernel + ("-" + native_int4.build_id() if kernel == "decodelab" else "")  # a rebuilt kernel re-measures
     config = lm.model.config
     shape = f"{lm.vocab_size}x{getattr(config, 'hidden_size', 0)}x{lm.num_layers}"  # tiny-random sizes differ
     tag = f"{lm.name}|{shape}|{weights}|{platform.processor() or platform.machine()}|{torch.get_num_threads()}|{context}"
