@@ -137,16 +137,12 @@ class Int4Linear(_PackedLinear):
             scale, zero = sz[..., 0].transpose(0, 1), sz[..., 1].transpose(0, 1)
         else:
             raise RuntimeError("this Int4Linear keeps no row codes; build it with keep_rows=True")
-        scale = scale.repeat_interleave(self.group_size, -1)
-        zero = zero.repeat_interleave(self.group_size, -1)
-        return ((codes.float() - 8) * scale + zero).to(ACTIVATION_DTYPE)
+        return _group_affine(codes, scale, zero, self.group_size).to(ACTIVATION_DTYPE)
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight this layer multiplies by (for tests and error reports)."""
         if self.native:
-            codes, scales, zeros = native_int4.unpack_tiles(self.tiles, self.tile_scales)
-            return (codes.float() - 8) * scales.repeat_interleave(self.group_size, -1) + zeros.repeat_interleave(
-                self.group_size, -1)
+            return _group_affine(*native_int4.unpack_tiles(self.tiles, self.tile_scales), self.group_size)
         # float32 identity rows: the kernel's float32 path is exact here (one term per output)
         eye = torch.eye(self.in_features, dtype=torch.float32)
         w_t = torch.ops.aten._weight_int4pack_mm_for_cpu(eye, self.packed, self.group_size,
@@ -156,6 +152,13 @@ class Int4Linear(_PackedLinear):
     def extra_repr(self) -> str:
         kernel = "decodelab" if self.native else "torch"
         return f"in={self.in_features}, out={self.out_features}, int4 group={self.group_size}, {kernel} kernel"
+
+
+def _group_affine(codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group_size: int) -> torch.Tensor:
+    """The int4 weights' float32 values, (q - 8) * scale + zero, with one scale and zero per group
+    of input columns ([..., K] codes, [..., K/g] scales and zeros)."""
+    return (codes.float() - 8) * scale.float().repeat_interleave(group_size, -1) + zero.float().repeat_interleave(
+        group_size, -1)
 
 
 class Int8Linear(_PackedLinear):

@@ -122,7 +122,7 @@ def apply_weights(model: nn.Module, weights: str, gguf_path: Path | None = None)
         if param.is_floating_point() and param.dtype != torch.bfloat16:
             param.data = param.data.to(torch.bfloat16)
     if "int4" in report.counts():
-        report.int4_kernel = int4_kernel_of(model) + " (" + native_int4.status() + ")"
+        report.int4_kernel = _kernel_description(int4_kernel_of(model))
     model.get_output_embeddings().register_forward_hook(_float32_logits)
     model._decodelab_dtype = torch.bfloat16
     return report
@@ -172,3 +172,12 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, new)
+
+
+def _kernel_description(kernel: str) -> str:
+    """What the int4 layers call and why, e.g. "decodelab AVX-512 BF16 int4 kernel (int4_avx512-....so)"
+    or "PyTorch's int4 kernel (this CPU lacks avx512_bf16)"."""
+    status = native_int4.status()
+    if kernel == "decodelab" or not status.startswith("decodelab"):
+        return status
+    return "PyTorch's int4 kernel (the model was built inside native_int4.torch_kernel())"

@@ -102,3 +102,14 @@ def test_smollm2_auto_keeps_the_files_own_precision(smol):
     assert float((q - ref).abs().max()) < 0.01 * float(ref.abs().max())
     out = dl.generate(lm, "Name a colour.", max_new_tokens=8, temperature=0)
     assert out.token_ids
+
+
+def test_report_names_the_int4_kernel_in_use_once():
+    from decodelab.engine import native_int4
+
+    lm = dl.load("tiny-random", vocab_size=64, weights="int4")
+    assert lm.weights_report.int4_kernel == native_int4.status()
+    assert str(lm.weights_report).count(native_int4.status()) == 1
+    with native_int4.torch_kernel():
+        forced = dl.load("tiny-random", vocab_size=64, weights="int4")
+    assert forced.weights_report.int4_kernel.startswith("PyTorch's int4 kernel")
