@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 
 import torch
 from torch import nn
 
+from .thread_flag import ThreadFlag
+
 MAX_ROWS_MULTI_THREAD = 8
 MAX_ROWS_ONE_THREAD = 4
-_active = threading.local()
+_active = ThreadFlag()
 _enabled = os.environ.get("DECODELAB_FAST_LINEAR", "1") != "0"
 
 
@@ -41,7 +42,7 @@ def set_enabled(enabled: bool) -> bool:
 
 
 def _forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    if _enabled and getattr(_active, "on", False) and x.device.type == "cpu":
+    if _enabled and _active and x.device.type == "cpu":
         rows = x.numel() // x.shape[-1]
         if 2 <= rows <= (MAX_ROWS_MULTI_THREAD if torch.get_num_threads() > 1 else MAX_ROWS_ONE_THREAD):
             flat = x.reshape(rows, x.shape[-1])
@@ -66,9 +67,5 @@ def install(model: nn.Module) -> None:
 def small_batch_linear(model: nn.Module):
     """Within this block (and this thread), few-row linear layers of `model` use `W @ x.T`."""
     install(model)
-    previous = getattr(_active, "on", False)
-    _active.on = True
-    try:
+    with _active.on():
         yield
-    finally:
-        _active.on = previous

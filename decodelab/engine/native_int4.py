@@ -36,12 +36,14 @@ from pathlib import Path
 
 import torch
 
+from .thread_flag import ThreadFlag
+
 SOURCE = Path(__file__).with_name("int4_avx512.c")
 TILE_ROWS = 16
 GROUP_TILES = 4  # tiles stored interleaved per 8-column block (the C file's layout)
 _lock = threading.Lock()
 _state: dict[str, object] = {}
-_torch_kernel_forced = threading.local()
+_torch_kernel_forced = ThreadFlag()
 
 
 def _cpu_flags() -> str:
@@ -119,7 +121,7 @@ def _library() -> ctypes.CDLL | None:
 def available() -> bool:
     """Whether Int4Linear layers built now use decodelab's kernel (built and usable here, and not
     inside `torch_kernel()`)."""
-    return not getattr(_torch_kernel_forced, "on", False) and _library() is not None
+    return not _torch_kernel_forced and _library() is not None
 
 
 @contextlib.contextmanager
@@ -131,12 +133,8 @@ def torch_kernel() -> Iterator[None]:
         ...     available()
         False
     """
-    before = getattr(_torch_kernel_forced, "on", False)
-    _torch_kernel_forced.on = True
-    try:
+    with _torch_kernel_forced.on():
         yield
-    finally:
-        _torch_kernel_forced.on = before
 
 
 def build_id() -> str:
