@@ -66,15 +66,44 @@ def step_consistent_sdpa(module: torch.nn.Module, query: torch.Tensor, key: torc
     # gets its own unmasked call over exactly the keys it may see
     kwargs.pop("is_causal", None)
     one_query = _one_query_sdpa(module, key, value, kwargs)
+    plan = _visible_keys(attention_mask, new, keys)
+    scratch = _TreeScratch(key, value, plan)
     outputs = []
-    for i, visible in enumerate(_visible_keys(attention_mask, new, keys)):
+    for i, visible in enumerate(plan):
         if isinstance(visible, int):  # a prefix of the cache: a view, as a plain step's cache
             row_keys, row_values = key[:, :, :visible], value[:, :, :visible]
-        else:  # a token tree's node: the cache and its ancestors, gathered
-            row_keys, row_values = key.index_select(2, visible), value.index_select(2, visible)
+        else:  # a token tree's node: the cache and its ancestors, laid out contiguously
+            row_keys, row_values = scratch.keys_of(*visible)
         outputs.append(one_query(query[:, :, i:i + 1], row_keys, row_values))
     # [1, new, heads, dim], as SDPA's own output
     return torch.cat(outputs, 2).transpose(1, 2).contiguous().to(dtype), None
+
+
+class _TreeScratch:
+    """Per layer call, one copy of the keys and values in which each tree node's ancestors are
+    written, in order, right after the cache prefix it sees: the node's keys are then a view, as a
+    plain step's are, and a tree costs one O(cache) copy per layer instead of one per node (at 900
+    tokens of context an 8-node tree of SmolLM2 took 81 ms against a chain's 45 when every node
+    gathered its own copy)."""
+
+    def __init__(self, key: torch.Tensor, value: torch.Tensor, plan: list):
+        self.key, self.value = key, value
+        self.scratch: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.dirty = (0, 0)  # slots [lo, hi) of the scratch that hold another node's ancestors
+        if any(not isinstance(visible, int) for visible in plan):
+            self.scratch = (key.clone(), value.clone())  # never write into the cache itself
+
+    def keys_of(self, prefix: int, later: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of the cache's first `prefix` slots followed by slots `later`."""
+        assert self.scratch is not None
+        end = prefix + len(later)
+        lo, hi = self.dirty
+        for scratch, source in zip(self.scratch, (self.key, self.value)):
+            if lo < min(hi, prefix):  # an earlier node's ancestors sit inside this node's prefix
+                scratch[:, :, lo:min(hi, prefix)] = source[:, :, lo:min(hi, prefix)]
+            scratch[:, :, prefix:end] = source.index_select(2, later)
+        self.dirty = (prefix, max(hi, end))
+        return self.scratch[0][:, :, :end], self.scratch[1][:, :, :end]
 
 
 def _float32(tensor: torch.Tensor) -> torch.Tensor:
@@ -105,9 +134,10 @@ def _one_query_sdpa(module: torch.nn.Module, key: torch.Tensor, value: torch.Ten
 _last_plan: tuple[torch.Tensor | None, list[int | torch.Tensor]] = (None, [])
 
 
-def _visible_keys(mask: torch.Tensor | None, new: int, keys: int) -> list[int | torch.Tensor]:
+def _visible_keys(mask: torch.Tensor | None, new: int, keys: int) -> list[int | tuple[int, torch.Tensor]]:
     """Per new token, the keys it may attend to, in cache order: a prefix length when they are one
-    (chains), else their indices (a token tree's ancestors)."""
+    (chains), else the length of their leading prefix and the indices of the rest (a token tree's
+    ancestors)."""
     global _last_plan
     if mask is None:
         return [keys - new + i + 1 for i in range(new)]
@@ -118,10 +148,18 @@ def _visible_keys(mask: torch.Tensor | None, new: int, keys: int) -> list[int | 
     allowed = rows if rows.dtype == torch.bool else rows == 0  # boolean, or additive 0 / -inf
     counts = allowed.sum(-1)
     prefix = (allowed == (torch.arange(keys, device=mask.device)[None] < counts[:, None])).all(-1)
-    plan: list[int | torch.Tensor] = [int(count) if is_prefix else allowed[i].nonzero().flatten()
-                                      for i, (count, is_prefix) in enumerate(zip(counts.tolist(), prefix.tolist()))]
+    plan: list[int | tuple[int, torch.Tensor]] = [
+        int(count) if is_prefix else _prefix_and_rest(allowed[i].nonzero().flatten())
+        for i, (count, is_prefix) in enumerate(zip(counts.tolist(), prefix.tolist()))]
     _last_plan = (mask, plan)
     return plan
+
+
+def _prefix_and_rest(indices: torch.Tensor) -> tuple[int, torch.Tensor]:
+    """Sorted key indices -> (p, rest): indices[:p] are 0..p-1, rest = indices[p:]."""
+    leading = indices == torch.arange(len(indices), device=indices.device)
+    prefix = int(leading.int().cumprod(0).sum())
+    return prefix, indices[prefix:]
 
 
 def _register() -> None:
