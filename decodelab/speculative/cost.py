@@ -25,7 +25,7 @@ import platform
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psutil
 import torch
@@ -142,8 +142,28 @@ def measure_cost_curve(lm: LM, sizes: tuple[int, ...], *, context: int = 256,
     prompt = torch.randint(0, lm.vocab_size, (context,), generator=generator).tolist()
     seq = Sequence(lm, [prompt])
     seq.prefill()
-    curve: dict[int, float] = {}
+    # once per model, machine and kernel (then cached), but ~15 s for SmolLM2 and longer for larger
+    # models: say so on a terminal (the bar redraws twice a second, next to nothing beside the forwards)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    bar = Progress(console=console, transient=True, refresh_per_second=2, disable=not console.is_terminal)
+    task = bar.add_task(f"measuring the verify cost t(n) of {lm.name} (once)", total=len(sizes))
     cpu_before, own_before, wall_before = psutil.cpu_times(), time.process_time(), time.perf_counter()
+    with bar:
+        curve = _time_forwards(seq, sizes, repeats, generator, lambda: bar.advance(task))
+    cpu_after = psutil.cpu_times()
+    wall = max(time.perf_counter() - wall_before, 1e-9)
+    busy = _busy(cpu_after) - _busy(cpu_before) - (time.process_time() - own_before)
+    others = max(0.0, busy) / (wall * (psutil.cpu_count() or 1))
+    return curve, min(1.0, others)
+
+
+def _time_forwards(seq: Sequence, sizes: tuple[int, ...], repeats: int, generator: torch.Generator,
+                   done_one: Callable[[], None]) -> dict[int, float]:
+    lm = seq.lm
+    curve: dict[int, float] = {}
     for n in sizes:
         times = []
         for _ in range(repeats + 1):  # the first run warms up kernels for this shape
@@ -154,11 +174,8 @@ def measure_cost_curve(lm: LM, sizes: tuple[int, ...], *, context: int = 256,
             seq.rollback(n)
         # the minimum: other processes can only add time, so it is the closest to this hardware's cost
         curve[n] = min(times[1:])
-    cpu_after = psutil.cpu_times()
-    wall = max(time.perf_counter() - wall_before, 1e-9)
-    busy = _busy(cpu_after) - _busy(cpu_before) - (time.process_time() - own_before)
-    others = max(0.0, busy) / (wall * (psutil.cpu_count() or 1))
-    return curve, min(1.0, others)
+        done_one()
+    return curve
 
 
 def _busy(times) -> float:
