@@ -142,19 +142,19 @@ ALWAYS_INLINE void group_block(const problem *pb, int t0, const int TB, int m0, 
                                         int ym) {                                                      \
         group_block(pb, t0, TB, m0, MR, g, y, ym);                                                     \
     }
-#define GROUP_BLOCKS_FOR(TB) GROUP_BLOCK(TB, 1) GROUP_BLOCK(TB, 2) GROUP_BLOCK(TB, 3) GROUP_BLOCK(TB, 4)
-GROUP_BLOCKS_FOR(1)
-GROUP_BLOCKS_FOR(2)
-GROUP_BLOCKS_FOR(3)
-GROUP_BLOCKS_FOR(4)
+/* Whole runs of 1-4 tiles for 1-2 rows; single tiles for 3-4 rows (see tile_run). */
+GROUP_BLOCK(1, 1) GROUP_BLOCK(1, 2) GROUP_BLOCK(2, 1) GROUP_BLOCK(2, 2)
+GROUP_BLOCK(3, 1) GROUP_BLOCK(3, 2) GROUP_BLOCK(4, 1) GROUP_BLOCK(4, 2)
+GROUP_BLOCK(1, 3) GROUP_BLOCK(1, 4)
 
 typedef void (*group_block_fn)(const problem *, int, int, int, __m512 (*)[ROW_CHUNK], int);
-static const group_block_fn GROUP_BLOCKS[4][4] = {
-    {group_block_1_1, group_block_1_2, group_block_1_3, group_block_1_4},
-    {group_block_2_1, group_block_2_2, group_block_2_3, group_block_2_4},
-    {group_block_3_1, group_block_3_2, group_block_3_3, group_block_3_4},
-    {group_block_4_1, group_block_4_2, group_block_4_3, group_block_4_4},
+static const group_block_fn RUN_BLOCKS[4][2] = {
+    {group_block_1_1, group_block_1_2},
+    {group_block_2_1, group_block_2_2},
+    {group_block_3_1, group_block_3_2},
+    {group_block_4_1, group_block_4_2},
 };
+static const group_block_fn TILE_BLOCKS[2] = {group_block_1_3, group_block_1_4};
 
 /* One interleaved run of tb <= 4 tiles for up to ROW_CHUNK rows from m0, group by group; the
    group's tb x group/2 bytes stay in L1 while every row block re-reads them, so the weights stream
@@ -171,9 +171,9 @@ static void tile_run(const problem *pb, int t0, int tb, int m0, int rows) {
         for (int m = 0; m < rows;) {
             const int left = rows - m, mr = left >= 4 ? 4 : left;
             if (mr <= 2) {
-                GROUP_BLOCKS[tb - 1][mr - 1](pb, t0, m0 + m, g, y, m);
+                RUN_BLOCKS[tb - 1][mr - 1](pb, t0, m0 + m, g, y, m);
             } else {
-                for (int t = 0; t < tb; t++) GROUP_BLOCKS[0][mr - 1](pb, t0 + t, m0 + m, g, y + t, m);
+                for (int t = 0; t < tb; t++) TILE_BLOCKS[mr - 3](pb, t0 + t, m0 + m, g, y + t, m);
             }
             m += mr;
         }

@@ -3,9 +3,9 @@
 Why: PyTorch's `_weight_int4pack_mm_for_cpu` reads a 4-bit weight at 15-16 GB/s here, well under
 the memory bandwidth that bounds decoding. This kernel unpacks 128 weights with seven vector
 instructions and multiplies each 32 with one bfloat16 dot product per activation row (see the C
-file), sharing the unpacked tile across up to 4 rows: one row (a decoding step) is ~1.4x cheaper
-than PyTorch's kernel on Qwen 1.5B, while each further row costs its own dot products, so a
-4-row verify costs more than on PyTorch's kernel (docs/benchmarks.md).
+file), streaming the weights once per 8 rows and sharing each unpacked tile across up to 4 of
+them: one row (a decoding step) was ~1.4x cheaper than PyTorch's kernel on Qwen 1.5B, and past 2
+rows each further row costs its own dot products (docs/benchmarks.md).
 Weight-only 4-bit quantization as in GPTQ (Frantar et al. 2022) / AWQ (Lin et al. 2023).
 
 The C source is compiled on first use with the system's `gcc -O3 -march=native -fopenmp` into

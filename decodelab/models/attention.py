@@ -131,7 +131,7 @@ def _one_query_sdpa(module: torch.nn.Module, key: torch.Tensor, value: torch.Ten
 
 
 # every layer of one forward gets the same mask object: its per-query key sets are worked out once
-_last_plan: tuple[torch.Tensor | None, list[int | torch.Tensor]] = (None, [])
+_last_plan: tuple[torch.Tensor | None, list[int | tuple[int, torch.Tensor]]] = (None, [])
 
 
 def _visible_keys(mask: torch.Tensor | None, new: int, keys: int) -> list[int | tuple[int, torch.Tensor]]:
