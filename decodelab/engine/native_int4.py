@@ -39,6 +39,8 @@ import torch
 from .thread_flag import ThreadFlag
 
 SOURCE = Path(__file__).with_name("int4_avx512.c")
+# built into the same library: one decoder layer's glue around the kernel (engine.native_layers)
+SOURCES = (SOURCE, Path(__file__).with_name("layer_avx512.c"))
 TILE_ROWS = 16
 GROUP_TILES = 4  # tiles stored interleaved per 8-column block (the C file's layout)
 _lock = threading.Lock()
@@ -68,7 +70,8 @@ def _build(target: Path, compiler: str) -> None:
     link = [str(gomp)] if gomp is not None else ["-lgomp"]
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        cmd = [compiler, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-o", str(built), str(SOURCE), *link]
+        cmd = [compiler, "-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-o", str(built),
+               *map(str, SOURCES), "-lm", *link]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             raise RuntimeError((done.stderr or done.stdout).strip().splitlines()[0] if (done.stderr or done.stdout)
@@ -92,7 +95,8 @@ def _load() -> ctypes.CDLL | None:
     from ..models.registry import cache_dir
 
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), compiler, *version, " ".join(flags), torch.__version__])
+    key = hashlib.sha256("\n".join([*(source.read_text() for source in SOURCES), compiler, *version, " ".join(flags),
+                                    torch.__version__])
                          .encode()).hexdigest()[:16]
     target = cache_dir() / "kernels" / f"int4_avx512-{key}.so"
     try:
@@ -135,6 +139,11 @@ def torch_kernel() -> Iterator[None]:
     """
     with _torch_kernel_forced.on():
         yield
+
+
+def library() -> ctypes.CDLL | None:
+    """The built kernel library (None when PyTorch's kernel is in use; see `status()`)."""
+    return _library()
 
 
 def build_id() -> str:

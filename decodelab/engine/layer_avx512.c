@@ -1,0 +1,297 @@
+/* One decoder layer of a Llama / Qwen2 model for a cached forward of a few tokens of one row, in two
+ * calls (the caller appends the new keys and values to its cache in between): bfloat16 activations,
+ * int4 weights through int4_bf16_matmul (int4_avx512.c), float32 attention.
+ *
+ * Why in C: in Python each of the ~80 small tensor operations of a layer costs a few microseconds of
+ * dispatch, which for SmolLM2-135M (30 layers of 576-wide matrices) was more than the matrix
+ * products themselves. Here the glue around the products -- RMS norm (Zhang & Sennrich 2019),
+ * rotary embedding (Su et al. 2021), grouped-query attention (Ainslie et al. 2023), SwiGLU
+ * (Shazeer 2020), residual adds -- runs in the same call as them.
+ *
+ * Rounding follows the model's bfloat16 forward: every tensor the model materializes in bfloat16
+ * (normed input, projections, rotated q/k, attention output, SiLU output, its product with up, the
+ * residual stream) is rounded to bfloat16 here too, and each elementwise operation computes in
+ * float32 from bfloat16 inputs as PyTorch's CPU kernels do. Reductions (the norm's mean, attention)
+ * sum in their own fixed order, so results are close to, not bit-identical with, the PyTorch path.
+ *
+ * Every row (token) is computed with the same operations whatever the number of rows, threads or
+ * the other rows: a verify of n tokens equals n one-token steps bit for bit. A query's attention
+ * reads the keys it may see in cache order: the first prefix[i] slots, then its extra slots
+ * (a token tree node's ancestors), which is also the order a plain step sees them in.
+ */
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512BF16__)
+#error "this kernel needs AVX-512 F, BW and BF16"
+#endif
+
+#include <immintrin.h>
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int int4_bf16_matmul(const uint16_t *x, const uint8_t *tiles, const uint16_t *scales, uint16_t *out, int m, int n,
+                     int k, int group, int threads);
+
+typedef struct {
+    const uint8_t *tiles;
+    const uint16_t *scales;
+    const uint16_t *bias; /* NULL: none */
+    int out_features, in_features, group;
+    int doubled; /* an 8-bit weight as one 4-bit weight over [x; x] (native_int4.split_int8) */
+} packed_weight;
+
+typedef struct {
+    const uint16_t *input_norm, *post_norm; /* RMS norm weights, bfloat16 */
+    float eps;
+    int hidden, heads, kv_heads, head_dim, intermediate;
+    packed_weight q, k, v, o, gate, up, down;
+} layer_weights;
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Round to nearest even, NaN kept quiet: what PyTorch's float -> bfloat16 conversion does. */
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t bits;
+    memcpy(&bits, &f, 4);
+    if ((bits & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((bits >> 16) | 0x40);
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    return (uint16_t)(bits >> 16);
+}
+
+static inline float round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
+/* exp for the attention weights and SiLU: 2^(x log2 e) with a degree-6 polynomial for the fraction
+   (relative error ~2e-7 over the range softmax uses, which is x <= 0). */
+static inline __m512 exp_ps(__m512 x) {
+    x = _mm512_max_ps(x, _mm512_set1_ps(-103.0f));
+    x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+    const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+    const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.693147180559945309f)); /* |f| <= ln2/2 */
+    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 120.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 24.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f / 6.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+static inline float exp_scalar(float x) {
+    float out[16];
+    _mm512_storeu_ps(out, exp_ps(_mm512_set1_ps(x)));
+    return out[0];
+}
+
+/* out[r] = bf16(w * bf16(x[r] / sqrt(mean(x[r]^2) + eps))), as the model's RMS norm rounds. */
+static void rms_norm(const uint16_t *x, const uint16_t *w, float eps, uint16_t *out, int rows, int d) {
+    for (int r = 0; r < rows; r++) {
+        const uint16_t *xr = x + (size_t)r * d;
+        float sum = 0.0f;
+        for (int i = 0; i < d; i++) {
+            const float v = bf16_to_f32(xr[i]);
+            sum += v * v;
+        }
+        const float scale = 1.0f / sqrtf(sum / (float)d + eps);
+        for (int i = 0; i < d; i++)
+            out[(size_t)r * d + i] = f32_to_bf16(bf16_to_f32(w[i]) * round_bf16(bf16_to_f32(xr[i]) * scale));
+    }
+}
+
+/* y = x W^T (+ b), rows independent; `wide` is scratch of rows x 2 in_features for 8-bit weights. */
+static int linear(const packed_weight *w, const uint16_t *x, int rows, uint16_t *y, uint16_t *wide, int threads) {
+    const uint16_t *input = x;
+    int k = w->in_features;
+    if (w->doubled) {
+        for (int r = 0; r < rows; r++) {
+            memcpy(wide + (size_t)r * 2 * k, x + (size_t)r * k, sizeof(uint16_t) * k);
+            memcpy(wide + (size_t)r * 2 * k + k, x + (size_t)r * k, sizeof(uint16_t) * k);
+        }
+        input = wide;
+        k *= 2;
+    }
+    const int code = int4_bf16_matmul(input, w->tiles, w->scales, y, rows, w->out_features, k, w->group, threads);
+    if (code || !w->bias) return code;
+    for (int r = 0; r < rows; r++)
+        for (int i = 0; i < w->out_features; i++) {
+            uint16_t *cell = y + (size_t)r * w->out_features + i;
+            *cell = f32_to_bf16(bf16_to_f32(*cell) + bf16_to_f32(w->bias[i]));
+        }
+    return 0;
+}
+
+/* Rotary embedding in place on [rows][heads][head_dim]: bf16(bf16(x cos) + bf16(rot(x) sin)) with
+   rot(x) = (-x2, x1), as the model's apply_rotary_pos_emb; cos/sin [rows][head_dim] bfloat16. */
+static void rotate(uint16_t *x, int rows, int heads, int dim, const uint16_t *cos, const uint16_t *sin) {
+    const int half = dim / 2;
+    float rotated[1024];
+    for (int r = 0; r < rows; r++)
+        for (int h = 0; h < heads; h++) {
+            uint16_t *v = x + ((size_t)r * heads + h) * dim;
+            for (int i = 0; i < dim; i++) rotated[i] = i < half ? -bf16_to_f32(v[i + half]) : bf16_to_f32(v[i - half]);
+            for (int i = 0; i < dim; i++) {
+                const float c = bf16_to_f32(cos[(size_t)r * dim + i]), s = bf16_to_f32(sin[(size_t)r * dim + i]);
+                v[i] = f32_to_bf16(round_bf16(bf16_to_f32(v[i]) * c) + round_bf16(rotated[i] * s));
+            }
+        }
+}
+
+static void add_into(uint16_t *acc, const uint16_t *delta, size_t count) {
+    for (size_t i = 0; i < count; i++) acc[i] = f32_to_bf16(bf16_to_f32(acc[i]) + bf16_to_f32(delta[i]));
+}
+
+/* Phase 1: normed input -> q [rows][heads][dim], k and v [rows][kv_heads][dim], q and k rotated.
+   Returns 0, or the matmul's error code, or 2 when out of memory. */
+int layer_qkv(const layer_weights *L, const uint16_t *x, int rows, const uint16_t *cos, const uint16_t *sin,
+              uint16_t *q, uint16_t *k, uint16_t *v, int threads) {
+    if (L->head_dim > 1024) return 1;
+    const size_t wide_cols = 2 * (size_t)L->hidden;
+    uint16_t *normed = malloc(sizeof(uint16_t) * (size_t)rows * L->hidden);
+    uint16_t *wide = malloc(sizeof(uint16_t) * (size_t)rows * wide_cols);
+    int code = (!normed || !wide) ? 2 : 0;
+    if (!code) {
+        rms_norm(x, L->input_norm, L->eps, normed, rows, L->hidden);
+        code = linear(&L->q, normed, rows, q, wide, threads);
+        if (!code) code = linear(&L->k, normed, rows, k, wide, threads);
+        if (!code) code = linear(&L->v, normed, rows, v, wide, threads);
+        if (!code) {
+            rotate(q, rows, L->heads, L->head_dim, cos, sin);
+            rotate(k, rows, L->kv_heads, L->head_dim, cos, sin);
+        }
+    }
+    free(normed);
+    free(wide);
+    return code;
+}
+
+/* Attention of query `row`, head h over its visible keys (cache [kv_heads][slots][dim] bfloat16):
+   float32 scores, max-subtracted softmax, weighted sum; out [dim] bfloat16. */
+static void attend(const layer_weights *L, const uint16_t *q, const uint16_t *keys, const uint16_t *values, int slots,
+                   int row, int h, int prefix, const int32_t *extra, int n_extra, float scale, float *scores,
+                   uint16_t *out) {
+    const int dim = L->head_dim, kv = h / (L->heads / L->kv_heads);
+    const uint16_t *qv = q + ((size_t)row * L->heads + h) * dim;
+    const uint16_t *kbase = keys + (size_t)kv * slots * dim, *vbase = values + (size_t)kv * slots * dim;
+    float qf[1024], acc[1024];
+    for (int i = 0; i < dim; i++) qf[i] = bf16_to_f32(qv[i]);
+    const int total = prefix + n_extra;
+    float best = -INFINITY;
+    for (int j = 0; j < total; j++) {
+        const int slot = j < prefix ? j : extra[j - prefix];
+        const uint16_t *kr = kbase + (size_t)slot * dim;
+        __m512 dot = _mm512_setzero_ps();
+        int i = 0;
+        for (; i + 16 <= dim; i += 16) {
+            const __m512 kk = _mm512_castsi512_ps(
+                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(kr + i))), 16));
+            dot = _mm512_fmadd_ps(_mm512_loadu_ps(qf + i), kk, dot);
+        }
+        float s = _mm512_reduce_add_ps(dot);
+        for (; i < dim; i++) s += qf[i] * bf16_to_f32(kr[i]);
+        scores[j] = s * scale;
+        if (scores[j] > best) best = scores[j];
+    }
+    int j = 0;
+    const __m512 shift = _mm512_set1_ps(best);
+    for (; j + 16 <= total; j += 16)
+        _mm512_storeu_ps(scores + j, exp_ps(_mm512_sub_ps(_mm512_loadu_ps(scores + j), shift)));
+    for (; j < total; j++) scores[j] = exp_scalar(scores[j] - best);
+    float sum = 0.0f;
+    for (j = 0; j < total; j++) sum += scores[j];
+    for (int i = 0; i < dim; i++) acc[i] = 0.0f;
+    for (j = 0; j < total; j++) {
+        const int slot = j < prefix ? j : extra[j - prefix];
+        const uint16_t *vr = vbase + (size_t)slot * dim;
+        const __m512 p = _mm512_set1_ps(scores[j]);
+        int i = 0;
+        for (; i + 16 <= dim; i += 16) {
+            const __m512 vv = _mm512_castsi512_ps(
+                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(vr + i))), 16));
+            _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(p, vv, _mm512_loadu_ps(acc + i)));
+        }
+        for (; i < dim; i++) acc[i] += scores[j] * bf16_to_f32(vr[i]);
+    }
+    const float inv = 1.0f / sum;
+    for (int i = 0; i < dim; i++) out[i] = f32_to_bf16(acc[i] * inv);
+}
+
+/* Phase 2, after the caller appended this forward's keys and values to the cache: attention for
+   each row (query i sees cache slots [0, prefix[i]) then extra[extra_start[i] .. extra_start[i+1])),
+   o projection, residual, post norm, SwiGLU MLP, residual; x [rows][hidden] is updated in place. */
+int layer_rest(const layer_weights *L, uint16_t *x, int rows, const uint16_t *q, const uint16_t *keys,
+               const uint16_t *values, int slots, const int32_t *prefix, const int32_t *extra_start,
+               const int32_t *extra, float scale, int threads) {
+    const int hd = L->heads * L->head_dim, hidden = L->hidden, inter = L->intermediate;
+    if (L->head_dim > 1024) return 1;
+    const size_t widest = (size_t)(hd > inter ? hd : inter) > (size_t)hidden ? (size_t)(hd > inter ? hd : inter)
+                                                                            : (size_t)hidden;
+    uint16_t *attn = malloc(sizeof(uint16_t) * (size_t)rows * hd);
+    uint16_t *delta = malloc(sizeof(uint16_t) * (size_t)rows * hidden);
+    uint16_t *normed = malloc(sizeof(uint16_t) * (size_t)rows * hidden);
+    uint16_t *gate = malloc(sizeof(uint16_t) * (size_t)rows * inter);
+    uint16_t *up = malloc(sizeof(uint16_t) * (size_t)rows * inter);
+    uint16_t *wide = malloc(sizeof(uint16_t) * (size_t)rows * 2 * widest);
+    int code = (!attn || !delta || !normed || !gate || !up || !wide) ? 2 : 0;
+    if (!code) {
+        const int tasks = rows * L->heads;
+        int failed = 0;
+#pragma omp parallel num_threads(threads > 0 ? threads : 1)
+        {
+            float *scores = malloc(sizeof(float) * (size_t)(slots > 0 ? slots : 1));
+            if (!scores) {
+#pragma omp atomic write
+                failed = 1;
+            } else {
+#pragma omp for schedule(static)
+                for (int t = 0; t < tasks; t++) {
+                    const int row = t / L->heads, h = t % L->heads;
+                    attend(L, q, keys, values, slots, row, h, prefix[row], extra + extra_start[row],
+                           extra_start[row + 1] - extra_start[row], scale, scores,
+                           attn + (size_t)row * hd + (size_t)h * L->head_dim);
+                }
+                free(scores);
+            }
+        }
+        code = failed ? 2 : linear(&L->o, attn, rows, delta, wide, threads);
+        if (!code) {
+            add_into(x, delta, (size_t)rows * hidden);
+            rms_norm(x, L->post_norm, L->eps, normed, rows, hidden);
+            code = linear(&L->gate, normed, rows, gate, wide, threads);
+            if (!code) code = linear(&L->up, normed, rows, up, wide, threads);
+        }
+        if (!code) {
+            /* SiLU(gate) rounded to bfloat16, then its product with up rounded: the model's two ops */
+            const size_t count = (size_t)rows * inter;
+            size_t i = 0;
+            for (; i + 16 <= count; i += 16) {
+                const __m512 g = _mm512_castsi512_ps(
+                    _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(gate + i))), 16));
+                const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), exp_ps(_mm512_sub_ps(
+                                                                            _mm512_setzero_ps(), g))));
+                float s[16];
+                _mm512_storeu_ps(s, silu);
+                for (int l = 0; l < 16; l++) gate[i + l] = f32_to_bf16(round_bf16(s[l]) * bf16_to_f32(up[i + l]));
+            }
+            for (; i < count; i++) {
+                const float g = bf16_to_f32(gate[i]);
+                gate[i] = f32_to_bf16(round_bf16(g / (1.0f + exp_scalar(-g))) * bf16_to_f32(up[i]));
+            }
+            code = linear(&L->down, gate, rows, delta, wide, threads);
+        }
+        if (!code) add_into(x, delta, (size_t)rows * hidden);
+    }
+    free(attn);
+    free(delta);
+    free(normed);
+    free(gate);
+    free(up);
+    free(wide);
+    return code;
+}
