@@ -9,7 +9,8 @@ fp32 (first divergence position); perplexity on held-out text (not in the prompt
 Usage: python scripts/fastcpu_bench.py MODEL [--prompts 6] [--tokens 64] [--threads 2] [--json out.json]
 Peak memory per precision: python scripts/fastcpu_bench.py MODEL --memory WEIGHTS (one load per process).
 Verify cost t(n), n = 1..16, per precision: python scripts/fastcpu_bench.py MODEL --tn
-`--precisions` may name `int4-torch`: int4 with PyTorch's kernel instead of decodelab's own.
+`--precisions` may name `int4-torch`: int4 with PyTorch's kernel instead of decodelab's own, and
+`int4-torch-glue`: int4 on decodelab's kernel with the decoder layers glued in PyTorch instead of C.
 """
 
 from __future__ import annotations
@@ -34,12 +35,21 @@ from decodelab.engine.quantized_linear import Int4Linear, Int8Linear, QuantizedE
 
 PRECISIONS = ("fp32", "int8", "int4", "auto")
 TORCH_KERNEL = "int4-torch"  # int4 with PyTorch's kernel instead of decodelab's (engine/native_int4.py)
+TORCH_GLUE = "int4-torch-glue"  # int4 on decodelab's kernel, layers glued in PyTorch, not in C (engine/native_layers.py)
 
 
 def load_precision(model: str, weights: str):
     if weights == TORCH_KERNEL:
         with native_int4.torch_kernel():
             return dl.load(model, weights="int4", cache=False)
+    if weights == TORCH_GLUE:
+        from decodelab.engine.direct_forward import DirectForward
+
+        lm = dl.load(model, weights="int4", cache=False)
+        direct = DirectForward.of(lm.model)
+        if direct is not None:
+            direct.native = None
+        return lm
     return dl.load(model, weights=weights)
 
 

@@ -7,7 +7,8 @@ q/k/v and rotary embedding; then attention, o projection, norm and MLP -- with t
 packed weights and the int4 kernel of `native_int4`, and the caller's KV cache in between.
 
 It applies to Llama / Qwen2 layers whose projections are all native `Int4Linear` / `Int8Linear`
-(weights "int4", "int8", "auto" on a CPU with AVX-512 BF16), with RMS norms and SiLU. Rounding
+(weights "int4", "int8", "auto" on a CPU with AVX-512 BF16), with RMS norms and SiLU, unless
+`DECODELAB_NATIVE_LAYERS=0` (then the direct forward's PyTorch glue runs them). Rounding
 follows the bfloat16 model step by step, but reductions (the norms' means, attention) sum in their
 own order, so logits are close to (not bit-identical with) the model's PyTorch forward. What makes
 speculative decoding exact still holds: every row's result depends on that row alone, so a verify
@@ -25,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
 import torch
@@ -109,6 +111,8 @@ class NativeLayers:
     @classmethod
     def of(cls, model: nn.Module) -> NativeLayers | None:
         config = model.config
+        if os.environ.get("DECODELAB_NATIVE_LAYERS", "1").strip() == "0":  # PyTorch glue, for comparisons
+            return None
         lib = native_int4.library()
         if lib is None or getattr(config, "hidden_act", None) not in ("silu", "swish"):
             return None

@@ -135,3 +135,8 @@ def test_native_layers_on_smollm2_int4_greedy_matches_the_models_forward(monkeyp
         monkeypatch.undo()
     agree = next((i for i, (a, b) in enumerate(zip(picked[True], picked[False])) if a != b), 24)
     assert agree >= 16, (picked[True], picked[False])
+
+
+def test_native_layers_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("DECODELAB_NATIVE_LAYERS", "0")
+    assert NativeLayers.of(_tiny("int4").model) is None
