@@ -118,18 +118,26 @@ class BenchMethod:
 
 
 class _ForwardHook:
-    """Counts forward calls of a module and notes when the first one (the prefill) ended."""
+    """Counts forward calls of a module and notes when the first one (the prefill) ended.
 
-    def __init__(self, module: Any):
+    `first_only`: the hook removes itself after the first call. decodelab's engine runs cached
+    steps through its direct forward only when no module has a hook (a hook must see every call),
+    so a hook left on for the whole run would time the slower path instead of the one users get.
+    """
+
+    def __init__(self, module: Any, *, first_only: bool = False):
         self.module = module
         self.calls = 0
         self.first_end: float | None = None
+        self.first_only = first_only
         self._handle = None
 
     def _hook(self, module, args, output) -> None:
         self.calls += 1
         if self.first_end is None:
             self.first_end = time.perf_counter()
+        if self.first_only and self._handle is not None:
+            self._handle.remove()
 
     def __enter__(self) -> _ForwardHook:
         self._handle = self.module.register_forward_hook(self._hook)
@@ -258,7 +266,7 @@ def _decodelab_runner(lm: LM, speculative: Any, method_keywords: dict[str, Any] 
         # The hook only times the prefill, so that "decode time" is cut at the same point as for
         # HF; forward counts come from the loop's own stats (a self-drafting method may call the
         # target model for its drafts too).
-        with _ForwardHook(lm.model) as hook:
+        with _ForwardHook(lm.model, first_only=True) as hook:
             start = time.perf_counter()
             out = generate(lm, messages, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                            seed=settings.seed, records=False, speculative=speculative,

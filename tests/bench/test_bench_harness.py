@@ -217,3 +217,17 @@ def test_a_shared_draft_goes_only_to_the_methods_that_take_one(bench_lm):
     assert [m.name for m in methods] == ["prompt-lookup:k=3", "token-recycling", "draft:k=3"]
     with pytest.raises(dl.InvalidOption, match="needs a draft model"):
         make_methods(["draft:k=3"], bench_lm)
+
+
+def test_decodelab_methods_are_timed_on_the_path_users_get(bench_lm, suite, monkeypatch):
+    """The bench times the prefill with a forward hook; the hook must go after the prefill, or every
+    step would take the model's own forward instead of the engine's direct one (hooks turn it off)."""
+    from decodelab.engine.direct_forward import DirectForward
+
+    calls = []
+    original = DirectForward.__call__
+    monkeypatch.setattr(DirectForward, "__call__", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    run = make_method("plain", bench_lm)(suite.prompts[0].messages, RunSettings(6, temperature=0))
+    assert len(run.token_ids) > 1 and len(calls) == len(run.token_ids) - 1
+    assert run.prefill_time > 0
+    assert not bench_lm.model._forward_hooks
