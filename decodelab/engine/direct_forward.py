@@ -11,10 +11,14 @@ for bit (`tests/engine/test_direct_forward.py` checks chains, trees, and both ar
 it changes speed only: speculative verifies and plain steps both take it, and a verify still
 computes what the steps compute.
 
+With the C layers it also takes a batch's cached forwards (padded rows, chains or token trees):
+each token attends to exactly the slots its own row may see, in cache order, so a batch row whose
+cache holds the same keys computes what it would alone.
+
 Where it does not apply, `Sequence` calls the model as before: prefill and forwards longer than
-`STEP_CONSISTENT_MAX_QUERIES`, batches of several rows, forwards that keep hidden states, models
-with forward hooks (attribution and uncertainty methods install them), sliding-window layers,
-other architectures and attention implementations.
+`STEP_CONSISTENT_MAX_QUERIES`, batches of several rows on the PyTorch glue, forwards that keep
+hidden states, models with forward hooks (attribution and uncertainty methods install them),
+sliding-window layers, other architectures and attention implementations.
 
 Example:
     >>> import decodelab as dl
@@ -26,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import sys
 from typing import Any
 
@@ -38,7 +43,7 @@ from ..models.attention import (
     _visible_keys,
     step_consistent_sdpa,
 )
-from .native_layers import NativeLayers
+from .native_layers import NativeLayers, visible_slots
 
 # decoder layers whose forward this one reproduces (transformers 5.x: same layer structure)
 SUPPORTED_ARCHITECTURES = frozenset({"LlamaForCausalLM", "Qwen2ForCausalLM"})
@@ -73,23 +78,28 @@ class DirectForward:
             setattr(model, _ATTRIBUTE, found)
         return found
 
-    def applies(self, new_tokens: int, cached: int) -> bool:
-        """Whether a forward of `new_tokens` over `cached` slots can take this path now."""
+    def applies(self, new_tokens: int, cached: int, rows: int = 1) -> bool:
+        """Whether a forward of `new_tokens` over `cached` slots for `rows` rows can take this path
+        now (several rows: only on the C layers)."""
         return (0 < cached and new_tokens <= STEP_CONSISTENT_MAX_QUERIES and not self.sliding
+                and (rows == 1 or self.native is not None)
                 and self.model.config._attn_implementation == STEP_CONSISTENT_ATTENTION
                 and not self.model.training and not _has_hooks(self.modules))
 
-    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache: Any,
-                 tree_mask: torch.Tensor | None, *, last_only: bool) -> torch.Tensor:
-        """Logits [1, n or 1, V] of `tokens` [1, n] at `positions` [1, n], appended to `cache`.
-        `tree_mask` is the additive [1, 1, n, slots] mask of a token tree, None for a chain."""
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache: Any, mask: torch.Tensor | None, *,
+                 last_only: bool) -> torch.Tensor:
+        """Logits [B, n or 1, V] of `tokens` [B, n] at `positions` [B, n], appended to `cache`.
+        `mask` is None (every row sees its whole cache), a key mask [B, slots] (padded rows, a
+        chain), or the additive [B, 1, n, slots] mask of token trees; `slots` counts the new tokens."""
         hidden = self.base.embed_tokens.forward(tokens)
         cos, sin = self.base.rotary_emb.forward(hidden, position_ids=positions)
         if self.native is not None and hidden.dtype == cos.dtype == torch.bfloat16:
-            new = tokens.shape[1]
-            visible = _visible_keys(tree_mask, new, cache.get_seq_length() + new)
+            visible = self._visible(mask, tokens.shape[0], tokens.shape[1], cache.get_seq_length() + tokens.shape[1])
             hidden = self.native.forward(hidden, cos, sin, cache, visible)
             return self._head(hidden, last_only)
+        if tokens.shape[0] != 1 or (mask is not None and mask.ndim != 4):
+            raise ValueError("the direct forward's PyTorch glue takes one row without holes")
+        tree_mask = mask
         for layer in self.layers:
             attention, mlp = layer.self_attn, layer.mlp
             residual = hidden
@@ -108,6 +118,26 @@ class DirectForward:
             x = layer.post_attention_layernorm.forward(hidden)
             hidden = residual + mlp.down_proj.forward(mlp.act_fn(mlp.gate_proj.forward(x)) * mlp.up_proj.forward(x))
         return self._head(hidden, last_only)
+
+    @staticmethod
+    def _visible(mask: torch.Tensor | None, batch: int, new: int, slots: int
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per new token (row-major over [batch, new]), the cache slots it may see, for the C layers."""
+        if batch == 1 and (mask is None or mask.ndim == 4):  # one row: the plan attention.py uses too
+            plan = _visible_keys(mask, new, slots)
+            prefix = torch.tensor([v if isinstance(v, int) else v[0] for v in plan], dtype=torch.int32)
+            extras = [v[1] for v in plan if not isinstance(v, int)]
+            counts = [0 if isinstance(v, int) else len(v[1]) for v in plan]
+            extra_start = torch.tensor([0, *itertools.accumulate(counts)], dtype=torch.int32)
+            extra = torch.cat(extras).to(torch.int32) if extras else torch.empty(0, dtype=torch.int32)
+            return prefix, extra_start, extra
+        if mask is not None and mask.ndim == 4:  # token trees: additive 0 / -inf
+            allowed = mask[:, 0, :, :slots] == 0
+        else:  # chains: a key mask (or none), and causal among the new tokens
+            valid = torch.ones(batch, slots, dtype=torch.bool) if mask is None else mask[:, :slots].bool()
+            causal = torch.arange(slots)[None] <= torch.arange(slots - new, slots)[:, None]  # [new, slots]
+            allowed = valid[:, None, :] & causal[None]
+        return visible_slots(allowed.reshape(batch * new, slots))
 
     def _head(self, hidden: torch.Tensor, last_only: bool) -> torch.Tensor:
         hidden = self.base.norm.forward(hidden)

@@ -17,7 +17,9 @@
  * Every row (token) is computed with the same operations whatever the number of rows, threads or
  * the other rows: a verify of n tokens equals n one-token steps bit for bit. A query's attention
  * reads the keys it may see in cache order: the first prefix[i] slots, then its extra slots
- * (a token tree node's ancestors), which is also the order a plain step sees them in.
+ * (a token tree node's ancestors; a padded batch row's valid slots), which is also the order a
+ * plain step sees them in -- so a batch row whose cache holds the same keys computes what it would
+ * alone.
  */
 #if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512BF16__)
 #error "this kernel needs AVX-512 F, BW and BF16"
@@ -171,14 +173,16 @@ int layer_qkv(const layer_weights *L, const uint16_t *x, int rows, const uint16_
     return code;
 }
 
-/* Attention of query `row`, head h over its visible keys (cache [kv_heads][slots][dim] bfloat16):
+/* Attention of query `row` (of cache row `sequence`), head h over its visible keys (cache
+   [sequences][kv_heads][slots][dim] bfloat16):
    float32 scores, max-subtracted softmax, weighted sum; out [dim] bfloat16. */
 static void attend(const layer_weights *L, const uint16_t *q, const uint16_t *keys, const uint16_t *values, int slots,
-                   int row, int h, int prefix, const int32_t *extra, int n_extra, float scale, float *scores,
-                   uint16_t *out) {
+                   int row, int sequence, int h, int prefix, const int32_t *extra, int n_extra, float scale,
+                   float *scores, uint16_t *out) {
     const int dim = L->head_dim, kv = h / (L->heads / L->kv_heads);
     const uint16_t *qv = q + ((size_t)row * L->heads + h) * dim;
-    const uint16_t *kbase = keys + (size_t)kv * slots * dim, *vbase = values + (size_t)kv * slots * dim;
+    const size_t base = ((size_t)sequence * L->kv_heads + kv) * slots * dim;
+    const uint16_t *kbase = keys + base, *vbase = values + base;
     float qf[1024], acc[1024];
     for (int i = 0; i < dim; i++) qf[i] = bf16_to_f32(qv[i]);
     const int total = prefix + n_extra;
@@ -223,13 +227,14 @@ static void attend(const layer_weights *L, const uint16_t *q, const uint16_t *ke
 }
 
 /* Phase 2, after the caller appended this forward's keys and values to the cache: attention for
-   each row (query i sees cache slots [0, prefix[i]) then extra[extra_start[i] .. extra_start[i+1])),
-   o projection, residual, post norm, SwiGLU MLP, residual; x [rows][hidden] is updated in place. */
-int layer_rest(const layer_weights *L, uint16_t *x, int rows, const uint16_t *q, const uint16_t *keys,
-               const uint16_t *values, int slots, const int32_t *prefix, const int32_t *extra_start,
-               const int32_t *extra, float scale, int threads) {
+   each row (query i sees cache slots [0, prefix[i]) then extra[extra_start[i] .. extra_start[i+1]) of
+   cache row i / per_sequence: a batch's sequences each bring per_sequence rows), o projection,
+   residual, post norm, SwiGLU MLP, residual; x [rows][hidden] is updated in place. */
+int layer_rest(const layer_weights *L, uint16_t *x, int rows, int per_sequence, const uint16_t *q,
+               const uint16_t *keys, const uint16_t *values, int slots, const int32_t *prefix,
+               const int32_t *extra_start, const int32_t *extra, float scale, int threads) {
     const int hd = L->heads * L->head_dim, hidden = L->hidden, inter = L->intermediate;
-    if (L->head_dim > 1024) return 1;
+    if (L->head_dim > 1024 || per_sequence <= 0 || rows % per_sequence) return 1;
     const size_t widest = (size_t)(hd > inter ? hd : inter) > (size_t)hidden ? (size_t)(hd > inter ? hd : inter)
                                                                             : (size_t)hidden;
     uint16_t *attn = malloc(sizeof(uint16_t) * (size_t)rows * hd);
@@ -252,7 +257,7 @@ int layer_rest(const layer_weights *L, uint16_t *x, int rows, const uint16_t *q,
 #pragma omp for schedule(static)
                 for (int t = 0; t < tasks; t++) {
                     const int row = t / L->heads, h = t % L->heads;
-                    attend(L, q, keys, values, slots, row, h, prefix[row], extra + extra_start[row],
+                    attend(L, q, keys, values, slots, row, row / per_sequence, h, prefix[row], extra + extra_start[row],
                            extra_start[row + 1] - extra_start[row], scale, scores,
                            attn + (size_t)row * hd + (size_t)h * L->head_dim);
                 }

@@ -102,7 +102,7 @@ class NativeLayers:
         self.head_dim, self.hidden, self.scale = first.head_dim, weights[0].hidden, float(first.scaling)
         for name, restype, args in (
             ("layer_qkv", ctypes.c_int, [ctypes.c_void_p] * 2 + [ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int]),
-            ("layer_rest", ctypes.c_int, [ctypes.c_void_p] * 2 + [ctypes.c_int] + [ctypes.c_void_p] * 3
+            ("layer_rest", ctypes.c_int, [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 3
              + [ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_float, ctypes.c_int]),
         ):
             fn = getattr(lib, name)
@@ -123,24 +123,23 @@ class NativeLayers:
         return cls(lib, layers, weights)
 
     def forward(self, hidden: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: Any,
-                visible: list[int | tuple[int, torch.Tensor]]) -> torch.Tensor:
-        """Run every layer on hidden [1, n, H] (bfloat16) in place; `visible` is, per new token, the
-        cache slots it sees after this forward's are appended (models.attention._visible_keys)."""
-        n = hidden.shape[1]
-        x = hidden.reshape(n, self.hidden).contiguous()
-        cos, sin = cos.reshape(n, -1).contiguous(), sin.reshape(n, -1).contiguous()
-        prefix = torch.tensor([v if isinstance(v, int) else v[0] for v in visible], dtype=torch.int32)
-        extras = [torch.empty(0, dtype=torch.int32) if isinstance(v, int) else v[1].to(torch.int32) for v in visible]
-        extra_start = torch.tensor([0, *torch.tensor([len(e) for e in extras]).cumsum(0).tolist()], dtype=torch.int32)
-        extra = torch.cat(extras) if extras else torch.empty(0, dtype=torch.int32)
+                visible: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Run every layer on hidden [B, n, H] (bfloat16) in place. `visible` says, per new token
+        (row-major over [B, n]), which cache slots it sees once this forward's are appended: the
+        first prefix[r] slots, then extra[extra_start[r]:extra_start[r + 1]] (`visible_slots`)."""
+        batch, n = hidden.shape[:2]
+        rows = batch * n
+        x = hidden.reshape(rows, self.hidden).contiguous()
+        cos, sin = cos.reshape(rows, -1).contiguous(), sin.reshape(rows, -1).contiguous()
+        prefix, extra_start, extra = visible
         threads = torch.get_num_threads()
-        q = torch.empty(n, self.heads * self.head_dim, dtype=ACTIVATION_DTYPE)
-        k = torch.empty(n, self.kv_heads * self.head_dim, dtype=ACTIVATION_DTYPE)
+        q = torch.empty(rows, self.heads * self.head_dim, dtype=ACTIVATION_DTYPE)
+        k = torch.empty(rows, self.kv_heads * self.head_dim, dtype=ACTIVATION_DTYPE)
         v = torch.empty_like(k)
-        shape = (1, n, self.kv_heads, self.head_dim)
+        shape = (batch, n, self.kv_heads, self.head_dim)
         for index, layer in enumerate(self.layers):
             desc = ctypes.byref(self.weights[index])
-            code = self.lib.layer_qkv(desc, x.data_ptr(), n, cos.data_ptr(), sin.data_ptr(), q.data_ptr(),
+            code = self.lib.layer_qkv(desc, x.data_ptr(), rows, cos.data_ptr(), sin.data_ptr(), q.data_ptr(),
                                       k.data_ptr(), v.data_ptr(), threads)
             if code:
                 raise RuntimeError(f"native layer {index} failed (code {code})")
@@ -149,12 +148,25 @@ class NativeLayers:
             keys, values = keys.contiguous(), values.contiguous()
             if keys.dtype != ACTIVATION_DTYPE or values.dtype != ACTIVATION_DTYPE:
                 raise RuntimeError("the KV cache is not in bfloat16")
-            code = self.lib.layer_rest(desc, x.data_ptr(), n, q.data_ptr(), keys.data_ptr(), values.data_ptr(),
+            code = self.lib.layer_rest(desc, x.data_ptr(), rows, n, q.data_ptr(), keys.data_ptr(), values.data_ptr(),
                                        keys.shape[2], prefix.data_ptr(), extra_start.data_ptr(), extra.data_ptr(),
                                        self.scale, threads)
             if code:
                 raise RuntimeError(f"native layer {index} failed (code {code})")
-        return x.view(1, n, self.hidden)
+        return x.view(batch, n, self.hidden)
 
 
-__all__ = ["NativeLayers"]
+def visible_slots(allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """allowed [R, S] (query r may see cache slot s) -> (prefix [R], extra_start [R + 1], extra)
+    int32: query r sees slots 0..prefix[r]-1, then extra[extra_start[r]:extra_start[r + 1]], in
+    cache order (what `NativeLayers.forward` takes)."""
+    slots = allowed.shape[-1]
+    prefix = allowed.to(torch.int32).cumprod(-1).sum(-1)
+    rest = allowed & (torch.arange(slots, device=allowed.device) >= prefix[:, None])
+    extra_start = torch.zeros(allowed.shape[0] + 1, dtype=torch.int64)
+    extra_start[1:] = rest.sum(-1).cumsum(0)
+    extra = rest.nonzero()[:, 1]
+    return prefix.to(torch.int32), extra_start.to(torch.int32), extra.to(torch.int32)
+
+
+__all__ = ["NativeLayers", "visible_slots"]

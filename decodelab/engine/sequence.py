@@ -261,16 +261,14 @@ class Sequence:
 
     def _run(self, tokens, positions, mask, *, last_only: bool) -> torch.Tensor:
         few_rows = small_batch_linear(self.lm.model) if self.few_row_path else contextlib.nullcontext()
-        direct = DirectForward.of(self.lm.model) if self.few_row_path and not self.keep_hidden_states \
-            and self.batch_size == 1 else None
-        if direct is not None and direct.applies(tokens.shape[1], self.cache.get_seq_length()):
-            tree_mask = mask if mask is not None and mask.ndim == 4 else None
-            if mask is None or tree_mask is not None:  # one row never has holes: chains come unmasked
-                with torch.inference_mode(), few_rows:
-                    logits = direct(tokens, positions, self.cache, tree_mask, last_only=last_only)
-                self.hidden_states = None
-                self.forward_calls += 1
-                return logits
+        direct = DirectForward.of(self.lm.model) if self.few_row_path and not self.keep_hidden_states else None
+        if direct is not None and direct.applies(tokens.shape[1], self.cache.get_seq_length(), self.batch_size) \
+                and (self.batch_size > 1 or mask is None or mask.ndim == 4):  # one row has no holes
+            with torch.inference_mode(), few_rows:
+                logits = direct(tokens, positions, self.cache, mask, last_only=last_only)
+            self.hidden_states = None
+            self.forward_calls += 1
+            return logits
         with torch.inference_mode(), few_rows:
             out = self.lm.model(
                 input_ids=tokens,

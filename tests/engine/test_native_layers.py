@@ -140,3 +140,49 @@ def test_native_layers_on_smollm2_int4_greedy_matches_the_models_forward(monkeyp
 def test_native_layers_can_be_switched_off(monkeypatch):
     monkeypatch.setenv("DECODELAB_NATIVE_LAYERS", "0")
     assert NativeLayers.of(_tiny("int4").model) is None
+
+
+def _joined(lm: dl.LM, prompts: list[list[int]]) -> tuple[Sequence, list[Sequence]]:
+    """A batch made of rows prefilled alone (as the server's continuous batching joins requests), and
+    each row alone: their caches hold the same keys, the batch's behind left padding."""
+    alone = []
+    for prompt in prompts:
+        seq = Sequence(lm, [prompt])
+        seq.prefill()
+        alone.append(seq)
+    batch = Sequence(lm, [prompts[0]])
+    batch.prefill()
+    for prompt in prompts[1:]:
+        other = Sequence(lm, [prompt])
+        other.prefill()
+        batch.append_rows(other)
+    return batch, alone
+
+
+@pytest.mark.parametrize("weights", ["int4", "int8"])
+def test_native_batch_rows_equal_rows_alone_bit_for_bit(weights):
+    lm = _tiny(weights)
+    prompts = [PROMPT[:50], PROMPT[:23], PROMPT[5:41]]
+    batch, alone = _joined(lm, prompts)
+    for step, tokens in enumerate(([[5], [6], [7]], [[9, 10], [11, 12], [13, 14]])):
+        logits = batch.forward(tokens)
+        for row, seq in enumerate(alone):
+            assert torch.equal(logits[row], seq.forward([tokens[row]])[0]), (step, row)
+    batch.rollback([1, 0, 2])
+    for seq, back in zip(alone, (1, 0, 2)):
+        seq.rollback(back)
+    tokens, parents = [[3, 4, 8], [15, 16, 17], [18, 19, 20]], [-1, 0, 0]
+    tree = batch.forward_tree(tokens, parents)
+    for row, seq in enumerate(alone):
+        assert torch.equal(tree[row], seq.forward_tree([tokens[row]], parents)[0]), row
+
+
+def test_the_batch_check_sees_padding_slots_attended(monkeypatch):
+    """Negative control: if a padded row attended to its padding slots, the check above fails."""
+    lm = _tiny("int4")
+    batch, alone = _joined(lm, [PROMPT[:50], PROMPT[:23]])
+    real = DirectForward._visible
+    monkeypatch.setattr(DirectForward, "_visible",
+                        staticmethod(lambda mask, batch_size, new, slots: real(None, batch_size, new, slots)))
+    logits = batch.forward([[5], [6]])
+    assert not torch.equal(logits[1], alone[1].forward([[6]])[0])
