@@ -64,7 +64,9 @@ class DirectForward:
         # the head is called as a module (its hooks run: `models.weights` casts logits to float32
         # with one); every other module's hooks would be skipped
         head = model.get_output_embeddings()
-        self.modules = [m for m in model.modules() if m is not head]
+        # the hook dicts themselves (registering a hook adds to them): `any` over them is one C loop
+        self.hook_dicts = [hooks for m in model.modules() if m is not head
+                           for hooks in (m._forward_hooks, m._forward_pre_hooks)]
         self.sliding = any(getattr(layer.self_attn, "sliding_window", None) is not None for layer in self.layers)
         # the layers in C where the weights are decodelab's packed ones (None: PyTorch glue below)
         self.native = NativeLayers.of(model)
@@ -84,7 +86,7 @@ class DirectForward:
         return (0 < cached and new_tokens <= STEP_CONSISTENT_MAX_QUERIES and not self.sliding
                 and (rows == 1 or self.native is not None)
                 and self.model.config._attn_implementation == STEP_CONSISTENT_ATTENTION
-                and not self.model.training and not _has_hooks(self.modules))
+                and not self.model.training and not _has_hooks(self.hook_dicts))
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, cache: Any, mask: torch.Tensor | None, *,
                  last_only: bool) -> torch.Tensor:
@@ -146,13 +148,11 @@ class DirectForward:
         return self.model.get_output_embeddings()(hidden)
 
 
-def _has_hooks(modules: list[nn.Module]) -> bool:
+def _has_hooks(hook_dicts: list[dict]) -> bool:
     """Whether any forward hook could see a module call (the direct path would skip it)."""
     from torch.nn.modules import module as torch_module
 
-    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
-        return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+    return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks or any(hook_dicts))
 
 
 __all__ = ["SUPPORTED_ARCHITECTURES", "DirectForward"]
