@@ -30,19 +30,14 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 import sys
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules import module as torch_module
 
-from ..models.attention import (
-    STEP_CONSISTENT_ATTENTION,
-    STEP_CONSISTENT_MAX_QUERIES,
-    _visible_keys,
-    step_consistent_sdpa,
-)
+from ..models.attention import STEP_CONSISTENT_ATTENTION, STEP_CONSISTENT_MAX_QUERIES, step_consistent_sdpa
 from .native_layers import NativeLayers, visible_slots
 
 # decoder layers whose forward this one reproduces (transformers 5.x: same layer structure)
@@ -125,14 +120,6 @@ class DirectForward:
     def _visible(mask: torch.Tensor | None, batch: int, new: int, slots: int
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per new token (row-major over [batch, new]), the cache slots it may see, for the C layers."""
-        if batch == 1 and (mask is None or mask.ndim == 4):  # one row: the plan attention.py uses too
-            plan = _visible_keys(mask, new, slots)
-            prefix = torch.tensor([v if isinstance(v, int) else v[0] for v in plan], dtype=torch.int32)
-            extras = [v[1] for v in plan if not isinstance(v, int)]
-            counts = [0 if isinstance(v, int) else len(v[1]) for v in plan]
-            extra_start = torch.tensor([0, *itertools.accumulate(counts)], dtype=torch.int32)
-            extra = torch.cat(extras).to(torch.int32) if extras else torch.empty(0, dtype=torch.int32)
-            return prefix, extra_start, extra
         if mask is not None and mask.ndim == 4:  # token trees: additive 0 / -inf
             allowed = mask[:, 0, :, :slots] == 0
         else:  # chains: a key mask (or none), and causal among the new tokens
@@ -150,8 +137,6 @@ class DirectForward:
 
 def _has_hooks(hook_dicts: list[dict]) -> bool:
     """Whether any forward hook could see a module call (the direct path would skip it)."""
-    from torch.nn.modules import module as torch_module
-
     return bool(torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks or any(hook_dicts))
 
 

@@ -61,7 +61,6 @@ def test_native_layers_apply_to_packed_weights_only(architecture, weights):
 def test_native_layers_are_close_to_the_models_forward(architecture, weights, monkeypatch):
     lm = _tiny(weights, architecture)
     direct = DirectForward.of(lm.model)
-    generator = torch.Generator().manual_seed(0)
     outputs = {}
     for native in (True, False):
         if not native:
@@ -71,7 +70,6 @@ def test_native_layers_are_close_to_the_models_forward(architecture, weights, mo
         logits = [seq.forward([[5]]), seq.forward([[9, 13, 17, 21]])]
         outputs[native] = torch.cat(logits, 1)[0].float()
         monkeypatch.undo()
-    del generator
     native, model = outputs[True], outputs[False]
     scale = model.abs().max()
     assert (native - model).abs().max() <= 0.02 * scale
@@ -98,17 +96,16 @@ def test_native_tree_and_chain_equal_steps_bit_for_bit(architecture, weights):
 
 
 def test_the_tree_check_sees_a_row_that_depends_on_another(monkeypatch):
-    """Negative control: if a verify's rows saw each other (here: every query attends to all of the
-    forward's new tokens, as a tree forward without its mask would), the check above fails."""
+    """Negative control: if a verify's rows saw each other (here: every tree node attends to all of
+    the forward's new tokens, as a tree forward without its mask would), the check above fails."""
     lm = _tiny("int4")
-    from decodelab.engine import direct_forward
+    real = DirectForward._visible
 
-    real = direct_forward._visible_keys
+    def everything(mask, batch, new, slots):
+        allowed = None if mask is None else torch.zeros_like(mask)  # additive 0 everywhere: all visible
+        return real(allowed, batch, new, slots)
 
-    def everything(mask, new, keys):
-        return [keys] * new if mask is not None else real(mask, new, keys)
-
-    monkeypatch.setattr(direct_forward, "_visible_keys", everything)
+    monkeypatch.setattr(DirectForward, "_visible", staticmethod(everything))
     at_once, by_steps = _steps_and_tree(lm, PROMPT, [5, 9, 13], [-1, 0, 0])
     assert not torch.equal(at_once, by_steps)
 
