@@ -6,7 +6,8 @@ thermal state, allocator growth) lands on all methods alike instead of on whiche
 
 Speedups are ratios of end-to-end tokens per second (total new tokens / total wall time,
 prompt encoding and prefill included). Decode-only figures (wall time minus the time to the
-end of the first target forward) are reported beside them. For HF's speculative methods that
+end of the first target forward, and minus a draft model's own prefill where it runs after
+that, as decodelab's draft methods do) are reported beside them. For HF's speculative methods that
 first forward already verifies the first drafts (and follows the first drafting), so their
 "prefill" is a little longer and their decode time a little shorter than for the others.
 
@@ -63,6 +64,7 @@ class Summary:
     new_tokens: int
     wall_time: float
     decode_time: float | None
+    draft_prefill_time: float | None  # a draft model's own prefill, left out of decode_time
     target_forwards: int
     draft_forwards: int | None
     verify_steps: int
@@ -315,6 +317,7 @@ def _summarise(runs: list[PromptResult], order: list[str], greedy: bool) -> dict
             new_tokens=sum(r.new_tokens for r in rs),
             wall_time=sum(r.wall_time for r in rs),
             decode_time=None if any(d is None for d in decode) else sum(decode),
+            draft_prefill_time=_sum_or_none(r.draft_prefill_time for r in rs),
             target_forwards=sum(r.target_forwards for r in rs),
             draft_forwards=_sum_or_none(r.draft_forwards for r in rs),
             verify_steps=sum(r.verify_steps if r.verify_steps is not None else r.target_forwards for r in rs),
@@ -334,7 +337,7 @@ def _summarise(runs: list[PromptResult], order: list[str], greedy: bool) -> dict
     return out
 
 
-def _sum_or_none(values) -> int | None:
+def _sum_or_none(values) -> int | float | None:
     values = list(values)
     return None if any(v is None for v in values) else sum(values)
 

@@ -65,6 +65,10 @@ class MethodRun:
     prefill_time: float | None
     target_forwards: int
     draft_forwards: int | None = None
+    # a draft model's own prefill when it ran after the target's (decodelab's draft methods);
+    # left out of the decode time like the target's prefill. HF's assistant prefills before the
+    # target's first forward ends, so its prefill is inside `prefill_time` already.
+    draft_prefill_time: float | None = None
     verify_steps: int | None = None
     proposed: int | None = None
     accepted: int | None = None
@@ -77,7 +81,9 @@ class MethodRun:
 
     @property
     def decode_time(self) -> float | None:
-        return None if self.prefill_time is None else max(self.wall_time - self.prefill_time, 0.0)
+        if self.prefill_time is None:
+            return None
+        return max(self.wall_time - self.prefill_time - (self.draft_prefill_time or 0.0), 0.0)
 
     @property
     def mean_accepted_length(self) -> float:
@@ -118,7 +124,7 @@ class BenchMethod:
 
 
 class _ForwardHook:
-    """Counts forward calls of a module and notes when the first one (the prefill) ended.
+    """Counts forward calls of a module and notes when the first one (the prefill) started and ended.
 
     `first_only`: the hook removes itself after the first call. decodelab's engine runs cached
     steps through its direct forward only when no module has a hook (a hook must see every call),
@@ -128,23 +134,40 @@ class _ForwardHook:
     def __init__(self, module: Any, *, first_only: bool = False):
         self.module = module
         self.calls = 0
+        self.first_start: float | None = None
         self.first_end: float | None = None
         self.first_only = first_only
-        self._handle = None
+        self._handles: list[Any] = []
+
+    def _pre_hook(self, module, args) -> None:
+        if self.first_start is None:
+            self.first_start = time.perf_counter()
 
     def _hook(self, module, args, output) -> None:
         self.calls += 1
         if self.first_end is None:
             self.first_end = time.perf_counter()
-        if self.first_only and self._handle is not None:
-            self._handle.remove()
+        if self.first_only:
+            self._remove()
+
+    def _remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
     def __enter__(self) -> _ForwardHook:
-        self._handle = self.module.register_forward_hook(self._hook)
+        self._handles = [self.module.register_forward_pre_hook(self._pre_hook),
+                         self.module.register_forward_hook(self._hook)]
         return self
 
     def __exit__(self, *exc) -> None:
-        self._handle.remove()
+        self._remove()
+
+    def first_after(self, moment: float | None) -> float | None:
+        """How long the first call took if it started after `moment` (else 0; None: no call)."""
+        if self.first_start is None or self.first_end is None:
+            return None
+        return self.first_end - self.first_start if moment is not None and self.first_start >= moment else 0.0
 
 
 def parse_method_options(pairs: list[str] | None) -> dict[str, Any]:
@@ -266,7 +289,11 @@ def _decodelab_runner(lm: LM, speculative: Any, method_keywords: dict[str, Any] 
         # The hook only times the prefill, so that "decode time" is cut at the same point as for
         # HF; forward counts come from the loop's own stats (a self-drafting method may call the
         # target model for its drafts too).
-        with _ForwardHook(lm.model, first_only=True) as hook:
+        draft = getattr(getattr(speculative, "draft", None), "model", None)
+        with ExitStack() as stack:
+            hook = stack.enter_context(_ForwardHook(lm.model, first_only=True))
+            draft_hook = stack.enter_context(_ForwardHook(draft, first_only=True)) \
+                if isinstance(draft, torch.nn.Module) and draft is not lm.model else None
             start = time.perf_counter()
             out = generate(lm, messages, max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                            seed=settings.seed, records=False, speculative=speculative,
@@ -276,6 +303,7 @@ def _decodelab_runner(lm: LM, speculative: Any, method_keywords: dict[str, Any] 
         prefill = hook.first_end - start if hook.first_end is not None else stats.prefill_time
         return MethodRun(
             token_ids=list(out.token_ids), wall_time=wall, prefill_time=prefill,
+            draft_prefill_time=draft_hook.first_after(hook.first_end) if draft_hook is not None else None,
             target_forwards=stats.target_forwards, draft_forwards=stats.draft_forwards,
             verify_steps=stats.verify_steps, proposed=stats.proposed, accepted=stats.accepted,
             acceptance_by_position=list(stats.acceptance_by_position),
@@ -364,6 +392,7 @@ def _hf_runner(lm: LM, *, prompt_lookup_num_tokens: int | None = None,
             prefill_time=hook.first_end - start if hook.first_end is not None else None,
             target_forwards=hook.calls,
             draft_forwards=draft_hook.calls if draft_hook is not None else None,
+            draft_prefill_time=draft_hook.first_after(hook.first_end) if draft_hook is not None else None,
         )
 
     return run

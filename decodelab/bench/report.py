@@ -74,7 +74,8 @@ def to_markdown(result: BenchResult) -> str:
         "",
         "Speedups are ratios of end-to-end tokens/s (encoding and prefill included), measured in the same "
         "process with prompt-major, rotating order. ms/token is end to end; decode ms/token leaves out the "
-        "time to the end of the first target forward (prefill). Mean accepted = tokens per verify step "
+        "time to the end of the first target forward (prefill) and a draft model's own prefill when it runs "
+        "after it. Mean accepted = tokens per verify step "
         "(per target forward for HF methods), bonus token included."
         + (f" Mismatches: greedy outputs that differ from `{result.reference}` token for token."
            if result.reference else ""),

@@ -1,5 +1,6 @@
 /* One decoder layer of a Llama / Qwen2 model for a cached forward of a few tokens of one row, in two
- * calls (the caller appends the new keys and values to its cache in between): bfloat16 activations,
+ * calls (the first stores the new keys and values into the caller's cache buffers, or the caller
+ * appends them in between): bfloat16 activations,
  * int4 weights through int4_bf16_matmul (int4_avx512.c), float32 attention.
  *
  * Why in C: in Python each of the ~80 small tensor operations of a layer costs a few microseconds of
@@ -150,10 +151,14 @@ static void add_into(uint16_t *acc, const uint16_t *delta, size_t count) {
 }
 
 /* Phase 1: normed input -> q [rows][heads][dim], k and v [rows][kv_heads][dim], q and k rotated.
-   Returns 0, or the matmul's error code, or 2 when out of memory. */
-int layer_qkv(const layer_weights *L, const uint16_t *x, int rows, const uint16_t *cos, const uint16_t *sin,
-              uint16_t *q, uint16_t *k, uint16_t *v, int threads) {
-    if (L->head_dim > 1024) return 1;
+   With key_cache / value_cache (a KV cache layer [sequences][kv_heads][capacity][dim], rows being
+   `per_sequence` consecutive tokens of each sequence), k and v are also stored at slots
+   start .. start + per_sequence - 1. Returns 0, or the matmul's error code, or 2 when out of memory. */
+int layer_qkv(const layer_weights *L, const uint16_t *x, int rows, int per_sequence, const uint16_t *cos,
+              const uint16_t *sin, uint16_t *q, uint16_t *k, uint16_t *v, uint16_t *key_cache, uint16_t *value_cache,
+              int capacity, int start, int threads) {
+    if (L->head_dim > 1024 || per_sequence <= 0 || rows % per_sequence) return 1;
+    if (key_cache && (start < 0 || start + per_sequence > capacity)) return 1;
     const size_t wide_cols = 2 * (size_t)L->hidden;
     uint16_t *normed = malloc(sizeof(uint16_t) * (size_t)rows * L->hidden);
     uint16_t *wide = malloc(sizeof(uint16_t) * (size_t)rows * wide_cols);
@@ -168,20 +173,32 @@ int layer_qkv(const layer_weights *L, const uint16_t *x, int rows, const uint16_
             rotate(k, rows, L->kv_heads, L->head_dim, cos, sin);
         }
     }
+    if (!code && key_cache) {
+        const size_t dim_bytes = sizeof(uint16_t) * (size_t)L->head_dim;
+        for (int r = 0; r < rows; r++)
+            for (int h = 0; h < L->kv_heads; h++) {
+                const size_t from = ((size_t)r * L->kv_heads + h) * L->head_dim;
+                const size_t to = (((size_t)(r / per_sequence) * L->kv_heads + h) * capacity + start
+                                   + r % per_sequence) * L->head_dim;
+                memcpy(key_cache + to, k + from, dim_bytes);
+                memcpy(value_cache + to, v + from, dim_bytes);
+            }
+    }
     free(normed);
     free(wide);
     return code;
 }
 
 /* Attention of query `row` (of cache row `sequence`), head h over its visible keys (cache
-   [sequences][kv_heads][slots][dim] bfloat16):
+   [sequences][kv_heads][capacity][dim] bfloat16: each head's slots `capacity` apart, of which the
+   query sees only used ones):
    float32 scores, max-subtracted softmax, weighted sum; out [dim] bfloat16. */
-static void attend(const layer_weights *L, const uint16_t *q, const uint16_t *keys, const uint16_t *values, int slots,
-                   int row, int sequence, int h, int prefix, const int32_t *extra, int n_extra, float scale,
+static void attend(const layer_weights *L, const uint16_t *q, const uint16_t *keys, const uint16_t *values,
+                   int capacity, int row, int sequence, int h, int prefix, const int32_t *extra, int n_extra, float scale,
                    float *scores, uint16_t *out) {
     const int dim = L->head_dim, kv = h / (L->heads / L->kv_heads);
     const uint16_t *qv = q + ((size_t)row * L->heads + h) * dim;
-    const size_t base = ((size_t)sequence * L->kv_heads + kv) * slots * dim;
+    const size_t base = ((size_t)sequence * L->kv_heads + kv) * capacity * dim;
     const uint16_t *kbase = keys + base, *vbase = values + base;
     float qf[1024], acc[1024];
     for (int i = 0; i < dim; i++) qf[i] = bf16_to_f32(qv[i]);
@@ -231,10 +248,10 @@ static void attend(const layer_weights *L, const uint16_t *q, const uint16_t *ke
    cache row i / per_sequence: a batch's sequences each bring per_sequence rows), o projection,
    residual, post norm, SwiGLU MLP, residual; x [rows][hidden] is updated in place. */
 int layer_rest(const layer_weights *L, uint16_t *x, int rows, int per_sequence, const uint16_t *q,
-               const uint16_t *keys, const uint16_t *values, int slots, const int32_t *prefix,
+               const uint16_t *keys, const uint16_t *values, int slots, int capacity, const int32_t *prefix,
                const int32_t *extra_start, const int32_t *extra, float scale, int threads) {
     const int hd = L->heads * L->head_dim, hidden = L->hidden, inter = L->intermediate;
-    if (L->head_dim > 1024 || per_sequence <= 0 || rows % per_sequence) return 1;
+    if (L->head_dim > 1024 || per_sequence <= 0 || rows % per_sequence || capacity < slots) return 1;
     const size_t widest = (size_t)(hd > inter ? hd : inter) > (size_t)hidden ? (size_t)(hd > inter ? hd : inter)
                                                                             : (size_t)hidden;
     uint16_t *attn = malloc(sizeof(uint16_t) * (size_t)rows * hd);
@@ -257,7 +274,7 @@ int layer_rest(const layer_weights *L, uint16_t *x, int rows, int per_sequence, 
 #pragma omp for schedule(static)
                 for (int t = 0; t < tasks; t++) {
                     const int row = t / L->heads, h = t % L->heads;
-                    attend(L, q, keys, values, slots, row, row / per_sequence, h, prefix[row], extra + extra_start[row],
+                    attend(L, q, keys, values, capacity, row, row / per_sequence, h, prefix[row], extra + extra_start[row],
                            extra_start[row + 1] - extra_start[row], scale, scores,
                            attn + (size_t)row * hd + (size_t)h * L->head_dim);
                 }

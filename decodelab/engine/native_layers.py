@@ -4,7 +4,9 @@ Why: once the weights are 4-bit, a SmolLM2-135M decoding step spends more time i
 dispatch of ~80 small tensor operations per layer (norms, rotary embedding, attention plumbing,
 residual adds) than in its matrix products. `NativeLayers` runs each layer in two C calls -- norm,
 q/k/v and rotary embedding; then attention, o projection, norm and MLP -- with the model's own
-packed weights and the int4 kernel of `native_int4`, and the caller's KV cache in between.
+packed weights and the int4 kernel of `native_int4`; the first also stores the new keys and
+values straight into the cache's buffers (`kv_cache.SlotLayer`; other caches get them through
+`update`).
 
 It applies to Llama / Qwen2 layers whose projections are all native `Int4Linear` / `Int8Linear`
 (weights "int4", "int8", "auto" on a CPU with AVX-512 BF16), with RMS norms and SiLU, unless
@@ -33,6 +35,7 @@ import torch
 from torch import nn
 
 from . import native_int4
+from .kv_cache import SlotLayer
 from .quantized_linear import ACTIVATION_DTYPE, Int4Linear, Int8Linear
 
 MAX_HEAD_DIM = 1024  # the C file's per-query buffers
@@ -101,9 +104,10 @@ class NativeLayers:
         self.heads, self.kv_heads = weights[0].heads, weights[0].kv_heads
         self.head_dim, self.hidden, self.scale = first.head_dim, weights[0].hidden, float(first.scaling)
         for name, restype, args in (
-            ("layer_qkv", ctypes.c_int, [ctypes.c_void_p] * 2 + [ctypes.c_int] + [ctypes.c_void_p] * 5 + [ctypes.c_int]),
+            ("layer_qkv", ctypes.c_int, [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 7
+             + [ctypes.c_int] * 3),
             ("layer_rest", ctypes.c_int, [ctypes.c_void_p] * 2 + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 3
-             + [ctypes.c_int] + [ctypes.c_void_p] * 3 + [ctypes.c_float, ctypes.c_int]),
+             + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 3 + [ctypes.c_float, ctypes.c_int]),
         ):
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = restype, args
@@ -139,21 +143,50 @@ class NativeLayers:
         shape = (batch, n, self.kv_heads, self.head_dim)
         for index, layer in enumerate(self.layers):
             desc = ctypes.byref(self.weights[index])
-            code = self.lib.layer_qkv(desc, x.data_ptr(), rows, cos.data_ptr(), sin.data_ptr(), q.data_ptr(),
-                                      k.data_ptr(), v.data_ptr(), threads)
-            if code:
-                raise RuntimeError(f"native layer {index} failed (code {code})")
-            keys, values = cache.update(k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2),
-                                        layer.self_attn.layer_idx)
-            keys, values = keys.contiguous(), values.contiguous()
-            if keys.dtype != ACTIVATION_DTYPE or values.dtype != ACTIVATION_DTYPE:
-                raise RuntimeError("the KV cache is not in bfloat16")
+            layer_idx = layer.self_attn.layer_idx
+            slots = cache.layers[layer_idx] if layer_idx < len(cache.layers) else None
+            if isinstance(slots, SlotLayer):  # k and v go straight into the cache's buffers
+                key_buffer, value_buffer, start = slots.reserve(batch, n, self.kv_heads, self.head_dim,
+                                                                ACTIVATION_DTYPE, hidden.device)
+                if key_buffer.dtype != ACTIVATION_DTYPE or value_buffer.dtype != ACTIVATION_DTYPE:
+                    raise RuntimeError("the KV cache is not in bfloat16")
+                capacity = key_buffer.shape[2]
+                code = self.lib.layer_qkv(desc, x.data_ptr(), rows, n, cos.data_ptr(), sin.data_ptr(), q.data_ptr(),
+                                          k.data_ptr(), v.data_ptr(), key_buffer.data_ptr(), value_buffer.data_ptr(),
+                                          capacity, start, threads)
+                if code:
+                    raise RuntimeError(f"native layer {index} failed (code {code})")
+                slots.advance(n)
+                keys, values, used = key_buffer, value_buffer, start + n
+            else:
+                code = self.lib.layer_qkv(desc, x.data_ptr(), rows, n, cos.data_ptr(), sin.data_ptr(), q.data_ptr(),
+                                          k.data_ptr(), v.data_ptr(), None, None, 0, 0, threads)
+                if code:
+                    raise RuntimeError(f"native layer {index} failed (code {code})")
+                keys, values = cache.update(k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2), layer_idx)
+                keys, values, capacity = _slot_strided(keys, values)
+                used = keys.shape[2]
             code = self.lib.layer_rest(desc, x.data_ptr(), rows, n, q.data_ptr(), keys.data_ptr(), values.data_ptr(),
-                                       keys.shape[2], prefix.data_ptr(), extra_start.data_ptr(), extra.data_ptr(),
-                                       self.scale, threads)
+                                       used, capacity, prefix.data_ptr(), extra_start.data_ptr(),
+                                       extra.data_ptr(), self.scale, threads)
             if code:
                 raise RuntimeError(f"native layer {index} failed (code {code})")
         return x.view(batch, n, self.hidden)
+
+
+def _slot_strided(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Keys and values [B, heads, slots, dim] in bfloat16 as the C layer reads them -- each head's
+    slots `capacity` apart, rows `heads * capacity` apart (a `SlotLayer`'s buffer views as they
+    are; anything else made contiguous) -- and that capacity."""
+    if keys.dtype != ACTIVATION_DTYPE or values.dtype != ACTIVATION_DTYPE:
+        raise RuntimeError("the KV cache is not in bfloat16")
+    heads, dim = keys.shape[1], keys.shape[3]
+    stride = keys.stride()
+    if values.stride() != stride or stride[3] != 1 or stride[2] != dim or stride[1] % dim \
+            or stride[0] != heads * stride[1]:
+        keys, values = keys.contiguous(), values.contiguous()
+        stride = keys.stride()
+    return keys, values, stride[1] // dim
 
 
 def visible_slots(allowed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -24,6 +24,7 @@ from ..errors import InvalidPrompt, PromptTooLong
 from ..models.lm import LM
 from .direct_forward import DirectForward
 from .fast_linear import small_batch_linear
+from .kv_cache import SlotCache, replace_tail
 from .tree import ancestor_mask, depths, validate_parents
 
 
@@ -42,14 +43,12 @@ class Sequence:
     """
 
     def __init__(self, lm: LM, rows: Seq[Seq[int]]):
-        from transformers import DynamicCache
-
         if not rows or any(len(r) == 0 for r in rows):
             raise InvalidPrompt("every row of a sequence needs at least one token")
         self.lm = lm
         self.device = lm.device
         self.ids: list[list[int]] = [list(map(int, r)) for r in rows]
-        self.cache = DynamicCache(config=lm.model.config)
+        self.cache = SlotCache(config=lm.model.config)
         self.batch_size = len(rows)
         self.slot_valid = torch.zeros(self.batch_size, 0, dtype=torch.bool, device=self.device)
         self.next_pos = torch.zeros(self.batch_size, dtype=torch.long, device=self.device)
@@ -293,12 +292,9 @@ class Sequence:
     def _gather_tail(self, start: int, index: torch.Tensor) -> None:
         """Replace cache slots [start:] by the slots `index` [B, k] (absolute), per row."""
         for layer in self.cache.layers:
-            for name in ("keys", "values"):
-                tensor = getattr(layer, name)
-                heads, dim = tensor.shape[1], tensor.shape[3]
-                gather_index = index[:, None, :, None].expand(-1, heads, -1, dim)
-                tail = torch.gather(tensor, 2, gather_index)
-                setattr(layer, name, torch.cat([tensor[:, :, :start], tail], 2))
+            keys, values = layer.keys, layer.values
+            gather_index = index[:, None, :, None].expand(-1, keys.shape[1], -1, keys.shape[3])
+            replace_tail(layer, start, torch.gather(keys, 2, gather_index), torch.gather(values, 2, gather_index))
 
 
 def _per_row_parents(parents, batch_size: int) -> list[list[int]]:

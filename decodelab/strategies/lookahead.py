@@ -1,8 +1,9 @@
 """Short rollouts from the running sequence, for strategies that look ahead before they choose
 (AdaDec's lookahead reranking, Cautious Next Token Prediction's trials).
 
-`fork` copies the batch's KV cache by reference (the cache rebinds its tensors on every change,
-so the fork never writes into the original) and keeps the rows asked for, repeated as needed;
+`fork` copies the batch's KV cache by reference (a copied `engine.kv_cache.SlotLayer` and its
+original share their buffers until either writes, and then copy them first, so the fork never
+writes into the original) and keeps the rows asked for, repeated as needed;
 `rollout` extends every forked row by a few tokens in one forward per step.
 """
 

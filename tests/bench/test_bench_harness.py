@@ -231,3 +231,27 @@ def test_decodelab_methods_are_timed_on_the_path_users_get(bench_lm, suite, monk
     assert len(run.token_ids) > 1 and len(calls) == len(run.token_ids) - 1
     assert run.prefill_time > 0
     assert not bench_lm.model._forward_hooks
+
+
+def test_a_draft_models_prefill_is_left_out_of_decode_time(bench_lm, suite, monkeypatch):
+    """decodelab's draft methods prefill the draft model after the target's prefill; that prompt
+    processing is reported as draft_prefill_time and left out of the decode time (as the target's
+    prefill is), and the draft's hooks go too, so its steps take the direct forward."""
+    import time as time_module
+
+    draft = dl.load("tiny-random", vocab_size=64, init_std=0.5, seed=7)
+    original, pause, calls = draft.model.forward, 0.05, []
+
+    def slow_first_forward(*args, **kwargs):  # the draft's first forward is its prefill: make it stand out
+        if not calls:
+            time_module.sleep(pause)
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(draft.model, "forward", slow_first_forward)
+    run = make_method("draft", bench_lm, draft=draft)(suite.prompts[0].messages, RunSettings(6, temperature=0))
+    assert run.draft_prefill_time is not None and run.draft_prefill_time >= pause
+    assert run.decode_time == pytest.approx(run.wall_time - run.prefill_time - run.draft_prefill_time)
+    assert not draft.model._forward_hooks and not draft.model._forward_pre_hooks
+    plain = make_method("plain", bench_lm)(suite.prompts[0].messages, RunSettings(6, temperature=0))
+    assert plain.draft_prefill_time is None
