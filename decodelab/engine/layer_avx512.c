@@ -33,6 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ATTEND_GROUP_MAX 16 /* query heads one attention task takes at most */
+
 int int4_bf16_matmul(const uint16_t *x, const uint8_t *tiles, const uint16_t *scales, uint16_t *out, int m, int n,
                      int k, int group, int threads);
 
@@ -189,58 +191,95 @@ int layer_qkv(const layer_weights *L, const uint16_t *x, int rows, int per_seque
     return code;
 }
 
-/* Attention of query `row` (of cache row `sequence`), head h over its visible keys (cache
-   [sequences][kv_heads][capacity][dim] bfloat16: each head's slots `capacity` apart, of which the
-   query sees only used ones):
-   float32 scores, max-subtracted softmax, weighted sum; out [dim] bfloat16. */
-static void attend(const layer_weights *L, const uint16_t *q, const uint16_t *keys, const uint16_t *values,
-                   int capacity, int row, int sequence, int h, int prefix, const int32_t *extra, int n_extra, float scale,
-                   float *scores, uint16_t *out) {
-    const int dim = L->head_dim, kv = h / (L->heads / L->kv_heads);
-    const uint16_t *qv = q + ((size_t)row * L->heads + h) * dim;
+static inline __attribute__((always_inline)) void attend_heads_dim(
+        const layer_weights *L, const uint16_t *q, const uint16_t *keys, const uint16_t *values, int capacity,
+        int row, int sequence, int h0, int h1, int prefix, const int32_t *extra, int n_extra, float scale,
+        float *restrict scores, float *restrict work, uint16_t *restrict out, const int dim) {
+    const int group = h1 - h0, kv = h0 / (L->heads / L->kv_heads);
+    const int total = prefix + n_extra, chunks = dim / 16, vec = chunks * 16;
     const size_t base = ((size_t)sequence * L->kv_heads + kv) * capacity * dim;
     const uint16_t *kbase = keys + base, *vbase = values + base;
-    float qf[1024], acc[1024];
-    for (int i = 0; i < dim; i++) qf[i] = bf16_to_f32(qv[i]);
-    const int total = prefix + n_extra;
-    float best = -INFINITY;
+    float *restrict qf = work, *restrict acc = work + (size_t)group * dim;
+    float best[ATTEND_GROUP_MAX], sum[ATTEND_GROUP_MAX];
+    __m512 row_v[64];
+    for (int g = 0; g < group; g++) {
+        const uint16_t *qv = q + ((size_t)row * L->heads + h0 + g) * dim;
+        for (int i = 0; i < dim; i++) qf[(size_t)g * dim + i] = bf16_to_f32(qv[i]);
+        best[g] = -INFINITY;
+    }
     for (int j = 0; j < total; j++) {
         const int slot = j < prefix ? j : extra[j - prefix];
         const uint16_t *kr = kbase + (size_t)slot * dim;
-        __m512 dot = _mm512_setzero_ps();
-        int i = 0;
-        for (; i + 16 <= dim; i += 16) {
-            const __m512 kk = _mm512_castsi512_ps(
-                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(kr + i))), 16));
-            dot = _mm512_fmadd_ps(_mm512_loadu_ps(qf + i), kk, dot);
+        for (int c = 0; c < chunks; c++)
+            row_v[c] = _mm512_castsi512_ps(
+                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(kr + 16 * c))), 16));
+        for (int g = 0; g < group; g++) {
+            const float *qg = qf + (size_t)g * dim;
+            __m512 dot = _mm512_setzero_ps();
+            for (int c = 0; c < chunks; c++) dot = _mm512_fmadd_ps(_mm512_loadu_ps(qg + 16 * c), row_v[c], dot);
+            float s = _mm512_reduce_add_ps(dot);
+            for (int i = vec; i < dim; i++) s += qg[i] * bf16_to_f32(kr[i]);
+            const float scaled = s * scale;
+            scores[(size_t)g * total + j] = scaled;
+            if (scaled > best[g]) best[g] = scaled;
         }
-        float s = _mm512_reduce_add_ps(dot);
-        for (; i < dim; i++) s += qf[i] * bf16_to_f32(kr[i]);
-        scores[j] = s * scale;
-        if (scores[j] > best) best = scores[j];
     }
-    int j = 0;
-    const __m512 shift = _mm512_set1_ps(best);
-    for (; j + 16 <= total; j += 16)
-        _mm512_storeu_ps(scores + j, exp_ps(_mm512_sub_ps(_mm512_loadu_ps(scores + j), shift)));
-    for (; j < total; j++) scores[j] = exp_scalar(scores[j] - best);
-    float sum = 0.0f;
-    for (j = 0; j < total; j++) sum += scores[j];
-    for (int i = 0; i < dim; i++) acc[i] = 0.0f;
-    for (j = 0; j < total; j++) {
+    for (int g = 0; g < group; g++) {
+        float *sg = scores + (size_t)g * total;
+        int j = 0;
+        const __m512 shift = _mm512_set1_ps(best[g]);
+        for (; j + 16 <= total; j += 16)
+            _mm512_storeu_ps(sg + j, exp_ps(_mm512_sub_ps(_mm512_loadu_ps(sg + j), shift)));
+        for (; j < total; j++) sg[j] = exp_scalar(sg[j] - best[g]);
+        float total_sum = 0.0f;
+        for (j = 0; j < total; j++) total_sum += sg[j];
+        sum[g] = total_sum;
+    }
+    for (size_t i = 0; i < (size_t)group * dim; i++) acc[i] = 0.0f;
+    for (int j = 0; j < total; j++) {
         const int slot = j < prefix ? j : extra[j - prefix];
         const uint16_t *vr = vbase + (size_t)slot * dim;
-        const __m512 p = _mm512_set1_ps(scores[j]);
-        int i = 0;
-        for (; i + 16 <= dim; i += 16) {
-            const __m512 vv = _mm512_castsi512_ps(
-                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(vr + i))), 16));
-            _mm512_storeu_ps(acc + i, _mm512_fmadd_ps(p, vv, _mm512_loadu_ps(acc + i)));
+        for (int c = 0; c < chunks; c++)
+            row_v[c] = _mm512_castsi512_ps(
+                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(vr + 16 * c))), 16));
+        for (int g = 0; g < group; g++) {
+            const float pj = scores[(size_t)g * total + j];
+            const __m512 p = _mm512_set1_ps(pj);
+            float *ag = acc + (size_t)g * dim;
+            for (int c = 0; c < chunks; c++)
+                _mm512_storeu_ps(ag + 16 * c, _mm512_fmadd_ps(p, row_v[c], _mm512_loadu_ps(ag + 16 * c)));
+            for (int i = vec; i < dim; i++) ag[i] += pj * bf16_to_f32(vr[i]);
         }
-        for (; i < dim; i++) acc[i] += scores[j] * bf16_to_f32(vr[i]);
     }
-    const float inv = 1.0f / sum;
-    for (int i = 0; i < dim; i++) out[i] = f32_to_bf16(acc[i] * inv);
+    for (int g = 0; g < group; g++) {
+        const float inv = 1.0f / sum[g];
+        for (int i = 0; i < dim; i++) out[(size_t)(h0 + g) * dim + i] = f32_to_bf16(acc[(size_t)g * dim + i] * inv);
+    }
+}
+
+/* Attention of query `row` (of cache row `sequence`; the cache is [sequences][kv_heads][capacity][dim]
+   bfloat16) for its heads h0 .. h1-1, which share one key/value head: each key and value is
+   converted to float32 once for all of them (it was once per head).
+   tokens of context on SmolLM2). Per head the operations and their order are
+   those of one head alone (float32 scores, max-subtracted softmax, weighted sum in cache order), so
+   grouping changes speed only. work: 2 * (h1 - h0) * dim floats; scores: (h1 - h0) * (prefix +
+   n_extra) floats. The common head sizes get their own copies, with the loops over a head unrolled. */
+static void attend_heads(const layer_weights *L, const uint16_t *q, const uint16_t *keys, const uint16_t *values,
+                         int capacity, int row, int sequence, int h0, int h1, int prefix, const int32_t *extra,
+                         int n_extra, float scale, float *scores, float *work, uint16_t *out) {
+    switch (L->head_dim) {
+    case 64:
+        attend_heads_dim(L, q, keys, values, capacity, row, sequence, h0, h1, prefix, extra, n_extra, scale, scores,
+                         work, out, 64);
+        break;
+    case 128:
+        attend_heads_dim(L, q, keys, values, capacity, row, sequence, h0, h1, prefix, extra, n_extra, scale, scores,
+                         work, out, 128);
+        break;
+    default:
+        attend_heads_dim(L, q, keys, values, capacity, row, sequence, h0, h1, prefix, extra, n_extra, scale, scores,
+                         work, out, L->head_dim);
+    }
 }
 
 /* Phase 2, after the caller appended this forward's keys and values to the cache: attention for
@@ -262,24 +301,33 @@ int layer_rest(const layer_weights *L, uint16_t *x, int rows, int per_sequence, 
     uint16_t *wide = malloc(sizeof(uint16_t) * (size_t)rows * 2 * widest);
     int code = (!attn || !delta || !normed || !gate || !up || !wide) ? 2 : 0;
     if (!code) {
-        const int tasks = rows * L->heads;
+        /* one task per (row, key/value head, share of its query heads): heads that share a key/value
+           head share its conversions; they are split only to give every thread work */
+        const int group = L->heads / L->kv_heads, pairs = rows * L->kv_heads, team = threads > 0 ? threads : 1;
+        int splits = pairs % team ? (2 * team + pairs - 1) / pairs : 1;
+        if (splits < (group + ATTEND_GROUP_MAX - 1) / ATTEND_GROUP_MAX) splits = (group + ATTEND_GROUP_MAX - 1) / ATTEND_GROUP_MAX;
+        if (splits > group) splits = group;
+        const int widest_group = (group + splits - 1) / splits, tasks = pairs * splits;
         int failed = 0;
-#pragma omp parallel num_threads(threads > 0 ? threads : 1)
+#pragma omp parallel num_threads(team)
         {
-            float *scores = malloc(sizeof(float) * (size_t)(slots > 0 ? slots : 1));
-            if (!scores) {
+            float *scores = malloc(sizeof(float) * (size_t)widest_group * (size_t)(slots > 0 ? slots : 1));
+            float *work = malloc(sizeof(float) * 2 * (size_t)widest_group * (size_t)L->head_dim);
+            if (!scores || !work) {
 #pragma omp atomic write
                 failed = 1;
             } else {
 #pragma omp for schedule(static)
                 for (int t = 0; t < tasks; t++) {
-                    const int row = t / L->heads, h = t % L->heads;
-                    attend(L, q, keys, values, capacity, row, row / per_sequence, h, prefix[row], extra + extra_start[row],
-                           extra_start[row + 1] - extra_start[row], scale, scores,
-                           attn + (size_t)row * hd + (size_t)h * L->head_dim);
+                    const int row = t / (L->kv_heads * splits), kv = (t / splits) % L->kv_heads, part = t % splits;
+                    const int h0 = kv * group + part * group / splits, h1 = kv * group + (part + 1) * group / splits;
+                    attend_heads(L, q, keys, values, capacity, row, row / per_sequence, h0, h1, prefix[row],
+                                 extra + extra_start[row], extra_start[row + 1] - extra_start[row], scale, scores,
+                                 work, attn + (size_t)row * hd);
                 }
-                free(scores);
             }
+            free(scores);
+            free(work);
         }
         code = failed ? 2 : linear(&L->o, attn, rows, delta, wide, threads);
         if (!code) {

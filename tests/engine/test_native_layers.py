@@ -23,6 +23,9 @@ PROMPT = [1] + [(7 * i) % 60 + 2 for i in range(60)]
 def _tiny(weights: str, architecture: str = "llama") -> dl.LM:
     if architecture == "llama":
         return dl.load("tiny-random", vocab_size=64, init_std=0.2, seed=3, weights=weights, num_layers=3)
+    if architecture == "llama-head-24":  # 4 query heads per key/value head; heads not a multiple of 16 wide
+        return dl.load("tiny-random", vocab_size=64, init_std=0.2, seed=3, weights=weights, num_layers=2,
+                       hidden_size=192, num_heads=8, num_kv_heads=2)
     from test_direct_forward import _qwen2_tiny
 
     from decodelab.models import _with_weights
@@ -56,7 +59,7 @@ def test_native_layers_apply_to_packed_weights_only(architecture, weights):
     assert NativeLayers.of(_tiny("bf16", architecture).model) is None
 
 
-@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+@pytest.mark.parametrize("architecture", ["llama", "qwen2", "llama-head-24"])
 @pytest.mark.parametrize("weights", ["int4", "int8"])
 def test_native_layers_are_close_to_the_models_forward(architecture, weights, monkeypatch):
     lm = _tiny(weights, architecture)
@@ -76,7 +79,7 @@ def test_native_layers_are_close_to_the_models_forward(architecture, weights, mo
     assert torch.equal(native.argmax(-1), model.argmax(-1))
 
 
-@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+@pytest.mark.parametrize("architecture", ["llama", "qwen2", "llama-head-24"])
 @pytest.mark.parametrize("weights", ["int4", "int8"])
 def test_native_tree_and_chain_equal_steps_bit_for_bit(architecture, weights):
     lm = _tiny(weights, architecture)
