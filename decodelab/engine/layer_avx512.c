@@ -260,7 +260,7 @@ static inline __attribute__((always_inline)) void attend_heads_dim(
 /* Attention of query `row` (of cache row `sequence`; the cache is [sequences][kv_heads][capacity][dim]
    bfloat16) for its heads h0 .. h1-1, which share one key/value head: each key and value is
    converted to float32 once for all of them (it was once per head).
-   tokens of context on SmolLM2). Per head the operations and their order are
+   Per head the operations and their order are
    those of one head alone (float32 scores, max-subtracted softmax, weighted sum in cache order), so
    grouping changes speed only. work: 2 * (h1 - h0) * dim floats; scores: (h1 - h0) * (prefix +
    n_extra) floats. The common head sizes get their own copies, with the loops over a head unrolled. */
