@@ -73,7 +73,10 @@ def tn_table(model: str, weights: str, context: int = 300) -> None:
     from decodelab.engine.sequence import Sequence
 
     lm = dl.load(model, weights=weights)
-    ids = lm.tokenizer("\n\n".join(suite_texts("specbench_mini")[:8]))["input_ids"][:context]
+    texts = suite_texts("specbench_mini")
+    ids = lm.tokenizer("\n\n".join(texts[: 8 * (1 + context // 300)]))["input_ids"][:context]
+    if len(ids) < context:
+        raise SystemExit(f"the suite's texts give only {len(ids)} tokens of context")
     seq = Sequence(lm, [ids])
     seq.prefill()
     cells = []
@@ -85,7 +88,7 @@ def tn_table(model: str, weights: str, context: int = 300) -> None:
             times.append(time.perf_counter() - start)
             seq.rollback(n)
         cells.append(statistics.median(times) * 1e3)
-    print("| model | n=1 | 2 | 3 | 4 | 6 | 8 | 12 | 16 |  (ms)")
+    print(f"| model (context {context}) | n=1 | 2 | 3 | 4 | 6 | 8 | 12 | 16 |  (ms)")
     print(f"| {model} {weights} | " + " | ".join(f"{c:.1f}" for c in cells) + " |")
 
 
@@ -94,13 +97,14 @@ def main() -> None:
     parser.add_argument("what", choices=["int4", "sdpa", "tn"])
     parser.add_argument("model", nargs="?", default="smollm2-135m")
     parser.add_argument("--weights", default="int4")
+    parser.add_argument("--context", type=int, default=300, help="tokens of context before the forward (tn)")
     args = parser.parse_args()
     if args.what == "int4":
         int4_table()
     elif args.what == "sdpa":
         sdpa_table()
     else:
-        tn_table(args.model, args.weights)
+        tn_table(args.model, args.weights, args.context)
 
 
 if __name__ == "__main__":
