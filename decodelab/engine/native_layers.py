@@ -145,33 +145,33 @@ class NativeLayers:
             desc = ctypes.byref(self.weights[index])
             layer_idx = layer.self_attn.layer_idx
             slots = cache.layers[layer_idx] if layer_idx < len(cache.layers) else None
-            if isinstance(slots, SlotLayer):  # k and v go straight into the cache's buffers
+            slots = slots if isinstance(slots, SlotLayer) else None
+            store: tuple = (None, None, 0, 0)  # no cache buffers: k and v go through `update` below
+            if slots is not None:  # k and v go straight into the cache's buffers
                 key_buffer, value_buffer, start = slots.reserve(batch, n, self.kv_heads, self.head_dim,
                                                                 ACTIVATION_DTYPE, hidden.device)
                 if key_buffer.dtype != ACTIVATION_DTYPE or value_buffer.dtype != ACTIVATION_DTYPE:
                     raise RuntimeError("the KV cache is not in bfloat16")
-                capacity = key_buffer.shape[2]
-                code = self.lib.layer_qkv(desc, x.data_ptr(), rows, n, cos.data_ptr(), sin.data_ptr(), q.data_ptr(),
-                                          k.data_ptr(), v.data_ptr(), key_buffer.data_ptr(), value_buffer.data_ptr(),
-                                          capacity, start, threads)
-                if code:
-                    raise RuntimeError(f"native layer {index} failed (code {code})")
+                keys, values, capacity = key_buffer, value_buffer, key_buffer.shape[2]
+                store = (keys.data_ptr(), values.data_ptr(), capacity, start)
+            _check(self.lib.layer_qkv(desc, x.data_ptr(), rows, n, cos.data_ptr(), sin.data_ptr(), q.data_ptr(),
+                                      k.data_ptr(), v.data_ptr(), *store, threads), index)
+            if slots is not None:
                 slots.advance(n)
-                keys, values, used = key_buffer, value_buffer, start + n
+                used = start + n
             else:
-                code = self.lib.layer_qkv(desc, x.data_ptr(), rows, n, cos.data_ptr(), sin.data_ptr(), q.data_ptr(),
-                                          k.data_ptr(), v.data_ptr(), None, None, 0, 0, threads)
-                if code:
-                    raise RuntimeError(f"native layer {index} failed (code {code})")
                 keys, values = cache.update(k.view(shape).transpose(1, 2), v.view(shape).transpose(1, 2), layer_idx)
                 keys, values, capacity = _slot_strided(keys, values)
                 used = keys.shape[2]
-            code = self.lib.layer_rest(desc, x.data_ptr(), rows, n, q.data_ptr(), keys.data_ptr(), values.data_ptr(),
+            _check(self.lib.layer_rest(desc, x.data_ptr(), rows, n, q.data_ptr(), keys.data_ptr(), values.data_ptr(),
                                        used, capacity, prefix.data_ptr(), extra_start.data_ptr(),
-                                       extra.data_ptr(), self.scale, threads)
-            if code:
-                raise RuntimeError(f"native layer {index} failed (code {code})")
+                                       extra.data_ptr(), self.scale, threads), index)
         return x.view(batch, n, self.hidden)
+
+
+def _check(code: int, index: int) -> None:
+    if code:
+        raise RuntimeError(f"native layer {index} failed (code {code})")
 
 
 def _slot_strided(keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
