@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--weights", default="int4")
     parser.add_argument("--context", type=int, default=300, help="tokens of context before the forward (tn)")
     args = parser.parse_args()
+    if not 1 <= args.context <= 32768:
+        parser.error("--context must be between 1 and 32768 tokens")
     if args.what == "int4":
         int4_table()
     elif args.what == "sdpa":
